@@ -1,0 +1,360 @@
+"""Object store through its public API (proxy + Keystone token), printed as one JSON document.
+
+Layout: `stratus up` (identity + objectstore) builds the all-in-one ring — 3 storage-node
+processes holding 4 devices, 3 replicas — and starts the nodes; the proxy measured runs in a
+second, object-store-only process (`stratus serve objectstore`, nodes not started again) so that
+its memory is the object store's alone. Load comes from wrk (C, keep-alive, Lua scripts for
+PUT/DELETE bodies and names) and curl for the single large object.
+
+Workload (upstream Swift figures on this kind of machine, 3 replicas on 4 devices, in the
+output as "upstream"; the issue's targets as "target"):
+4 KiB PUT/GET/HEAD/DELETE at concurrency 16; 1 MiB PUT/GET at concurrency 8; one 256 MiB
+PUT/GET; listing 10,000 objects; peak RSS of the proxy and node processes.
+Baselines measured in the same run: this disk's sequential write speed with fdatasync (256 MiB
+`dd`), and a 4 KiB GET straight from one storage node (no proxy, no auth).
+
+    .venv/bin/python bench/objectstore.py [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+from tests.cloudfixture import VENV_BIN, destroy_cloud, free_port, start_cloud  # noqa: E402
+
+MiB = 1024 * 1024
+UPSTREAM = {"put_4k_ops": 71, "get_4k_ops": 283, "head_4k_ops": 296, "delete_4k_ops": 83,
+            "put_1m_MBps": 50, "get_1m_MBps": 175, "put_256m_MBps": 102, "get_256m_MBps": 300,
+            "list_10k_s": 0.24, "memory_MB": "600-860"}
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+class Sampler(threading.Thread):
+    """Peak of the summed RSS of some processes, sampled every 50 ms."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = 0
+        self.running = True
+
+    def run(self):
+        while self.running:
+            self.peak = max(self.peak, sum(rss_kib(p) for p in self.pids))
+            time.sleep(0.05)
+
+
+LUA_COMMON = r"""
+token = "%(token)s"
+prefix = "%(prefix)s"
+counter = 0
+ok = 0
+failed = 0
+threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+end
+last_failure = 0
+response = function(status, headers, body)
+  if status >= 200 and status < 300 then ok = ok + 1 else failed = failed + 1; last_failure = status end
+end
+done = function(summary, latency, requests)
+  local good, bad, last = 0, 0, 0
+  for _, t in ipairs(threads) do
+    good = good + t:get("ok")
+    bad = bad + t:get("failed")
+    last = t:get("last_failure")
+  end
+  io.write("WRKJSON {\"requests\": " .. summary.requests .. ", \"duration_us\": " ..
+           summary.duration .. ", \"p50_us\": " .. latency:percentile(50) ..
+           ", \"p99_us\": " .. latency:percentile(99) .. ", \"ok\": " .. good ..
+           ", \"failed\": " .. bad .. ", \"last_failure\": " .. last .. "}\n")
+end
+"""
+
+LUA_PUT = LUA_COMMON + r"""
+body = string.rep("x", %(size)d)
+request = function()
+  counter = counter + 1
+  return wrk.format("PUT", prefix .. counter, {["X-Auth-Token"] = token}, body)
+end
+"""
+
+LUA_SEQ = LUA_COMMON + r"""
+limit = %(limit)d
+request = function()
+  counter = counter + 1
+  local i = ((counter - 1) %% limit) + 1
+  return wrk.format("%(method)s", prefix .. i, {["X-Auth-Token"] = token})
+end
+"""
+
+
+LUA_ROWS = LUA_COMMON + r"""
+limit = %(limit)d
+request = function()
+  counter = counter + 1
+  local i = ((counter - 1) %% limit) + 1
+  return wrk.format("PUT", prefix .. string.format("%%06d", i), {
+    ["X-Backend-Server-Type"] = "container", ["X-Timestamp"] = "%(ts)s", ["X-Size"] = "0",
+    ["X-Content-Type"] = "application/octet-stream",
+    ["X-Etag"] = "d41d8cd98f00b204e9800998ecf8427e", ["Content-Length"] = "0"})
+end
+"""
+
+
+def wrk(url: str, script: str, seconds: float, connections: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+        path = f.name
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--timeout", "30s",
+                              "-s", path, url], capture_output=True, text=True, timeout=int(seconds) + 60)
+    finally:
+        os.unlink(path)
+    m = re.search(r"WRKJSON (\{.*\})", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    doc = json.loads(m.group(1))
+    ok = doc["ok"]
+    secs = doc["duration_us"] / 1e6
+    return {"ops_per_s": round(ok / secs, 1), "ok": ok, "requests": doc["requests"],
+            "failed": doc["failed"], "last_failed_status": doc["last_failure"], "p50_ms": round(doc["p50_us"] / 1000, 2),
+            "p99_ms": round(doc["p99_us"] / 1000, 2)}
+
+
+async def lean_load(port: int, prefix: str, count: int, method: str, token: str,
+                    seconds: float, concurrency: int) -> dict:
+    from stratus.objectstore.httpclient import HttpClient
+
+    client = HttpClient(max_idle_per_host=concurrency)
+    ok = failed = 0
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    counter = 0
+
+    async def worker():
+        nonlocal ok, failed, counter
+        while time.perf_counter() < deadline:
+            counter += 1
+            t = time.perf_counter()
+            resp = await client.request("127.0.0.1", port, method,
+                                        f"{prefix}{(counter - 1) % count + 1}",
+                                        {"X-Auth-Token": token})
+            await resp.read()
+            latencies.append(time.perf_counter() - t)
+            if 200 <= resp.status < 300:
+                ok += 1
+            else:
+                failed += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    latencies.sort()
+    return {"ops_per_s": round(ok / elapsed, 1), "ok": ok, "failed": failed,
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+            "client": "stratus.objectstore.httpclient (asyncio, keep-alive)"}
+
+
+def disk_write_MBps(directory: Path) -> float:
+    target = directory / "dd.bin"
+    t = time.perf_counter()
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=4M", "count=64", "conv=fdatasync"],
+                   capture_output=True, check=True)
+    secs = time.perf_counter() - t
+    target.unlink()
+    return round(256 / secs, 1)
+
+
+def curl(args: list[str]) -> dict:
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                          "%{http_code} %{time_total} %{size_upload} %{size_download}", *args],
+                         capture_output=True, text=True, timeout=300)
+    code, total, up, down = out.stdout.split()
+    return {"status": int(code), "seconds": float(total), "bytes": int(float(up) or float(down))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each wrk phase")
+    args = ap.parse_args()
+    secs = args.seconds
+    state = Path(tempfile.mkdtemp(prefix="stratus-osbench-"))
+    cloud = None
+    proxy = None
+    result: dict = {"layout": "3 storage-node processes, 4 devices (2+1+1), 3 replicas, 3 zones; "
+                              "proxy in its own process", "upstream": UPSTREAM}
+    try:
+        cloud = start_cloud(state, services=["identity", "objectstore"])
+        nodes = children(cloud.proc.pid)
+        port = free_port()
+        env = dict(cloud.env)
+        env.update({"STRATUS_SERVER__PORT": str(port), "STRATUS_OBJECTSTORE__RUN_NODES": "false",
+                    "STRATUS_AUTH__IDENTITY_URL": cloud.identity_url})
+        log = open(state / "proxy.log", "w")
+        proxy = subprocess.Popen([str(VENV_BIN / "stratus"), "serve", "objectstore"], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthcheck").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        from tests.functional.objectstore.proxyfixture import token_and_project
+
+        token, project = token_and_project(cloud, "demo")
+        acct = f"/v1/AUTH_{project}"
+        h = {"X-Auth-Token": token}
+        for c in ("small", "mid", "large", "list"):
+            assert httpx.put(f"{base}{acct}/{c}", headers=h).status_code in (201, 202)
+        sampler = Sampler([proxy.pid] + nodes)
+        sampler.start()
+        fill = {"token": token}
+
+        # 4 KiB
+        put = wrk(base, LUA_PUT % dict(fill, prefix=f"{acct}/small/o", size=4096), secs, 16)
+        created = put["ok"]
+        if not created:
+            raise RuntimeError(f"no 4 KiB PUT succeeded: {put}")
+        get = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/small/o", limit=created,
+                                       method="GET"), secs, 16)
+        # wrk cannot parse HEAD responses (it waits for the announced body): use the lean
+        # keep-alive client the proxy itself uses for its nodes
+        head = asyncio.run(lean_load(port, f"{acct}/small/o", created, "HEAD", token, secs, 16))
+        delete = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/small/o", limit=created,
+                                          method="DELETE"), min(secs, 3), 16)
+        if delete["requests"] > created:
+            delete["note"] = "ran past the objects created; only 2xx are counted"
+        result["put_4k"], result["get_4k"], result["head_4k"], result["delete_4k"] = \
+            put, get, head, delete
+
+        # baseline: one node's own GET of a 4 KiB object (no proxy, no auth, one replica)
+        from stratus.objectstore.ring import Ring
+
+        ring = Ring.load(state / "objectstore" / "rings" / "object.ring.gz")
+        httpx.put(f"{base}{acct}/small/direct", headers=h, content=b"x" * 4096)
+        part, devs = ring.get_nodes(f"AUTH_{project}", "small", "direct")
+        d = devs[0]
+        node_url = f"http://{d['ip']}:{d['port']}"
+        direct = wrk(node_url, LUA_SEQ % dict(fill, prefix=f"/{d['device']}/{part}/AUTH_{project}"
+                                              f"/small/direct?", limit=1, method="GET"), secs, 16)
+        result["baseline_node_get_4k"] = direct
+
+        # 1 MiB at concurrency 8
+        put1 = wrk(base, LUA_PUT % dict(fill, prefix=f"{acct}/mid/o", size=MiB), secs, 8)
+        get1 = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/mid/o", limit=max(1, put1["ok"]),
+                                        method="GET"), secs, 8)
+        put1["MB_per_s"] = round(put1["ops_per_s"], 1)
+        get1["MB_per_s"] = round(get1["ops_per_s"], 1)
+        result["put_1m"], result["get_1m"] = put1, get1
+
+        # one 256 MiB object (from tmpfs when there is one, so the client's disk is not measured)
+        src_dir = Path("/dev/shm") if Path("/dev/shm").is_dir() else state
+        src = src_dir / f"osbench-{os.getpid()}.bin"
+        with open(src, "wb") as f:
+            for _ in range(256):
+                f.write(os.urandom(MiB))
+        try:
+            up = curl(["-T", str(src), "-H", f"X-Auth-Token: {token}", f"{base}{acct}/large/big"])
+            down = curl(["-H", f"X-Auth-Token: {token}", f"{base}{acct}/large/big"])
+        finally:
+            src.unlink()
+        result["put_256m"] = {"status": up["status"], "MB_per_s": round(256 / up["seconds"], 1)}
+        result["get_256m"] = {"status": down["status"], "MB_per_s": round(256 / down["seconds"], 1)}
+
+        # listing 10,000 objects
+        # The listing lives in the container databases; filling them through 10,000 object
+        # PUTs would measure PUTs again, so the rows go straight to the container servers
+        # (the object servers' own row-update call), then the listing is read via the proxy.
+        cring = Ring.load(state / "objectstore" / "rings" / "container.ring.gz")
+        cpart, cdevs = cring.get_nodes(f"AUTH_{project}", "list")
+        made = 10000
+        for dev in cdevs:
+            script = LUA_ROWS % dict(fill, prefix=f"/{dev['device']}/{cpart}/AUTH_{project}/list/o",
+                                     limit=made, ts="%016.05f" % time.time())
+            rows = wrk(f"http://{dev['ip']}:{dev['port']}", script, 3, 16)
+            if rows["ok"] < made:
+                raise RuntimeError(f"container row fill incomplete: {rows}")
+        times = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(7):
+                t = time.perf_counter()
+                r = client.get(f"{base}{acct}/list?format=json&limit=10000", headers=h)
+                times.append(time.perf_counter() - t)
+                assert r.status_code == 200 and len(r.json()) == 10000
+        result["list_10k"] = {"seconds_median": round(statistics.median(times), 4),
+                              "seconds_min": round(min(times), 4), "objects_in_container": made}
+
+        sampler.running = False
+        sampler.join()
+        result["memory"] = {"peak_rss_MB_proxy_plus_nodes": round(sampler.peak / 1024, 1),
+                            "now_rss_MB": {"proxy": round(rss_kib(proxy.pid) / 1024, 1),
+                                           "nodes": [round(rss_kib(p) / 1024, 1) for p in nodes]}}
+        result["baseline_disk_write_fdatasync_MBps"] = disk_write_MBps(state)
+        disk = result["baseline_disk_write_fdatasync_MBps"]
+        result["targets"] = {
+            "put_4k_ops >= 710": put["ops_per_s"] >= 710,
+            "get_4k_ops >= 2830": get["ops_per_s"] >= 2830,
+            f"put_256m >= 90% of disk/3 ({round(0.9 * disk / 3, 1)} MB/s)":
+                result["put_256m"]["MB_per_s"] >= 0.9 * disk / 3,
+            "get_256m >= 1500 MB/s": result["get_256m"]["MB_per_s"] >= 1500,
+            "list_10k <= 0.05 s": result["list_10k"]["seconds_median"] <= 0.05,
+            "memory <= 200 MB": result["memory"]["peak_rss_MB_proxy_plus_nodes"] <= 200,
+        }
+    finally:
+        if proxy is not None and proxy.poll() is None:
+            os.kill(proxy.pid, signal.SIGINT)
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proxy.pid, signal.SIGKILL)
+        if cloud is not None:
+            destroy_cloud(cloud)
+        shutil.rmtree(state, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

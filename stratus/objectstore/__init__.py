@@ -1,0 +1,1 @@
+"""Object storage (Swift-compatible): ring, storage nodes and, on top, the proxy."""

@@ -1,0 +1,390 @@
+"""What the proxy needs to talk to storage nodes: fan-out with quorum, failover reads.
+
+All calls take ring devices (dicts with ``ip``, ``port``, ``device``) and the partition, build
+the node path ``/<device>/<part>/<account>[/<container>[/<object>]]`` and speak the node API
+documented in :mod:`stratus.objectstore.storage`. Transport is the lean keep-alive pool of
+:mod:`stratus.objectstore.httpclient` (one per proxy process).
+
+* :meth:`NodeClient.put_object` streams one body to N nodes at once (``Expect:
+  100-continue``, so refusing nodes are replaced by handoffs before any byte is sent) and
+  succeeds when a quorum (majority) stored it.
+* :meth:`NodeClient.get_object` returns the first good response from the nodes in order
+  (primaries, then handoffs), keeping the newest tombstone timestamp among 404s;
+  :meth:`NodeClient.iter_object_body` streams it and, if the node cuts the body short (a
+  corrupt replica or a dead node), resumes on the next node with a Range from where it broke.
+* :meth:`NodeClient.fanout` sends one small request to many nodes (DELETE, POST, container
+  and account operations) and :func:`quorum_status` picks the answer a majority agrees on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
+from urllib.parse import quote
+
+from .httpclient import HttpClient, NodeConnectionError, Response
+
+__all__ = ["NodeClient", "NodeResult", "PutResult", "quorum_size", "quorum_status",
+           "node_path", "update_target_headers"]
+
+
+def quorum_size(replicas: int) -> int:
+    return replicas // 2 + 1
+
+
+def node_path(device: str, part: int, account: str, container: str | None = None,
+              obj: str | None = None) -> str:
+    def q(name, safe=""):
+        return quote(name.encode("utf-8", "surrogateescape"), safe=safe)
+    path = f"/{q(device)}/{part}/{q(account)}"
+    if container is not None:
+        path += "/" + q(container)
+        if obj is not None:
+            path += "/" + q(obj, safe="/")
+    return path
+
+
+def update_target_headers(kind: str, count: int, nodes: list[dict], part: int,
+                          base: dict | None = None) -> list[dict]:
+    """Per-request headers that tell ``count`` storage requests where to send listing updates.
+
+    ``kind`` is "container" (object PUT/DELETE → container servers) or "account" (container
+    PUT/DELETE → account servers); ``nodes``/``part`` are the ring's nodes for the container
+    or account. Every target is named at least once and, when there are fewer requests than
+    targets, some requests carry several (as Swift's proxy does), so one failed object
+    node never leaves a container replica without its update. Each dict starts from ``base``.
+    """
+    prefix = f"X-{kind.title()}"
+    out = []
+    for i in range(count):
+        mine = [nodes[j] for j in range(len(nodes)) if j % count == i % count] if nodes else []
+        if not mine and nodes:
+            mine = [nodes[i % len(nodes)]]
+        headers = dict(base or {})
+        if mine:
+            headers[f"{prefix}-Host"] = ",".join(f"{n['ip']}:{n['port']}" for n in mine)
+            headers[f"{prefix}-Device"] = ",".join(n["device"] for n in mine)
+            headers[f"{prefix}-Partition"] = str(part)
+        out.append(headers)
+    return out
+
+
+@dataclass
+class NodeResult:
+    """One node's answer to a small request (body fully read). Status 503 = unreachable."""
+
+    node: dict
+    status: int
+    headers: dict = field(default_factory=dict)
+    body: bytes = b""
+
+
+@dataclass
+class PutResult:
+    status: int                 # 201 on quorum; else the best failure (409, 422, 499, 503)
+    etag: str | None
+    results: list[NodeResult]   # every node that was tried, handoffs included
+
+
+def quorum_status(statuses: list[int], replicas: int) -> int:
+    """The status class a quorum agrees on (Swift's rule); 503 when there is none."""
+    need = quorum_size(replicas)
+    for klass in (2, 4, 3, 5):
+        matching = [s for s in statuses if s // 100 == klass]
+        if len(matching) >= need:
+            return collections.Counter(matching).most_common(1)[0][0]
+    return 503
+
+
+class _Pipe:
+    """A bounded per-node queue of body chunks; a dead consumer never blocks the producer."""
+
+    def __init__(self, depth: int = 4):
+        self.items: collections.deque = collections.deque()
+        self.depth = depth
+        self.dead = False
+        self._space = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    async def put(self, item):
+        while len(self.items) >= self.depth and not self.dead:
+            self._space.clear()
+            await self._space.wait()
+        if not self.dead:
+            self.items.append(item)
+            self._ready.set()
+
+    def try_put(self, item) -> bool:
+        """Append without waiting if there is room (the common case: no task switch)."""
+        if self.dead:
+            return True
+        if len(self.items) < self.depth:
+            self.items.append(item)
+            self._ready.set()
+            return True
+        return False
+
+    def kill(self):
+        self.dead = True
+        self._space.set()
+
+    async def __aiter__(self):
+        while True:
+            while not self.items:
+                self._ready.clear()
+                await self._ready.wait()
+            item = self.items.popleft()
+            self._space.set()
+            if item is None:
+                return
+            yield item
+
+
+class NodeClient:
+    def __init__(self, http: HttpClient | None = None, *, node_timeout: float = 10.0):
+        self.http = http or HttpClient(timeout=node_timeout)
+        self.node_timeout = node_timeout
+
+    async def close(self):
+        await self.http.close()
+
+    # single requests -----------------------------------------------------------------------
+    async def request(self, node: dict, part: int, method: str, account: str,
+                      container: str | None = None, obj: str | None = None,
+                      headers: dict | None = None, body=None, *, query: str = "",
+                      content_length: int | None = None) -> Response:
+        """One request, response left open for streaming (raises NodeConnectionError)."""
+        path = node_path(node["device"], part, account, container, obj)
+        if query:
+            path += "?" + query
+        return await self.http.request(node["ip"], node["port"], method, path, headers, body,
+                                       content_length=content_length,
+                                       timeout=self.node_timeout)
+
+    async def _small(self, node, part, method, names, headers, body, query) -> NodeResult:
+        try:
+            resp = await self.request(node, part, method, *names, headers=headers, body=body,
+                                      query=query)
+            data = await resp.read()
+        except (NodeConnectionError, asyncio.TimeoutError, OSError) as exc:
+            return NodeResult(node, 503, {}, repr(exc).encode())
+        return NodeResult(node, resp.status, resp.headers, data)
+
+    async def fanout(self, nodes: list[dict], part: int, method: str, account: str,
+                     container: str | None = None, obj: str | None = None, *,
+                     headers: dict | list[dict] | None = None, body: bytes | None = None,
+                     query: str = "") -> list[NodeResult]:
+        """Send the same small request to every node in parallel (``headers`` may be a list,
+        one dict per node, e.g. for per-node X-Container-Host)."""
+        names = (account, container, obj)
+        per_node = headers if isinstance(headers, list) else [headers or {}] * len(nodes)
+        return list(await asyncio.gather(*(
+            self._small(n, part, method, names, h, body, query)
+            for n, h in zip(nodes, per_node))))
+
+    # objects -------------------------------------------------------------------------------
+    async def put_object(self, nodes: list[dict], handoffs: Iterator[dict], part: int,
+                         account: str, container: str, obj: str,
+                         body: bytes | AsyncIterable[bytes], headers: list[dict], *,
+                         content_length: int | None = None,
+                         replicas: int | None = None) -> PutResult:
+        """Store one object on ``nodes`` (one header dict each: X-Timestamp, Content-Type,
+        X-Container-Host...), replacing refusing nodes by ``handoffs`` (a handoff gets the
+        headers of the node it replaces). Success needs a quorum of ``replicas``."""
+        replicas = replicas or len(nodes)
+        need = quorum_size(replicas)
+        names = (account, container, obj)
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            return await self._put_small(nodes, handoffs, part, names, bytes(body), headers,
+                                         need)
+        pipes: list[_Pipe] = []
+        tasks: list[asyncio.Task] = []
+        started: list[asyncio.Event] = []
+        slots: list[tuple[dict, dict]] = list(zip(nodes, headers))
+        tried: list[NodeResult] = []
+
+        async def send_to(node, hdrs, pipe, event):
+            try:
+                resp = await self.http.request(
+                    node["ip"], node["port"], "PUT", node_path(node["device"], part, *names),
+                    hdrs, pipe, content_length=content_length, timeout=self.node_timeout,
+                    expect_continue=event)
+                data = await resp.read()
+                return NodeResult(node, resp.status, resp.headers, data)
+            except (NodeConnectionError, asyncio.TimeoutError, OSError) as exc:
+                return NodeResult(node, 503, {}, repr(exc).encode())
+            finally:
+                pipe.kill()
+
+        async def start(node, hdrs):
+            """Connect and wait for 100 Continue; returns True if the node takes the body."""
+            pipe, event = _Pipe(), asyncio.Event()
+            task = asyncio.ensure_future(send_to(node, hdrs, pipe, event))
+            waiter = asyncio.ensure_future(event.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED,
+                               timeout=self.node_timeout)
+            waiter.cancel()
+            if event.is_set() and not task.done():
+                pipes.append(pipe)
+                tasks.append(task)
+                started.append(event)
+                return True
+            if not task.done():
+                task.cancel()
+                tried.append(NodeResult(node, 503, {}, b"no 100 Continue"))
+            else:
+                tried.append(task.result())
+            return False
+
+        async def start_slot(node, hdrs):
+            if await start(node, hdrs):
+                return
+            for handoff in handoffs:
+                if await start(handoff, hdrs):
+                    return
+
+        await asyncio.gather(*(start_slot(n, h) for n, h in slots))
+        if len(tasks) < need:
+            for t in tasks:
+                t.cancel()
+            return PutResult(self._failure_status(tried), None, tried)
+        lost_quorum = False
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                live = [p for p in pipes if not p.dead]
+                if len(live) < need:
+                    lost_quorum = True
+                    break
+                for p in live:
+                    if not p.try_put(chunk):
+                        await p.put(chunk)
+            if not lost_quorum:
+                for p in pipes:
+                    await p.put(None)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        if lost_quorum:
+            # the survivors must not store a truncated body: drop their connections
+            for t in tasks:
+                t.cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            results = [r if isinstance(r, NodeResult) else NodeResult({}, 503) for r in done]
+            return PutResult(self._failure_status(tried + results), None, tried + results)
+        results = list(await asyncio.gather(*tasks))
+        return self._put_outcome(tried + results, results, need)
+
+    async def _put_small(self, nodes, handoffs, part, names, body, headers, need):
+        tried: list[NodeResult] = []
+        done: list[NodeResult] = []
+
+        async def slot(node, hdrs):
+            r = await self._small(node, part, "PUT", names, hdrs, body, "")
+            tried.append(r)
+            if r.status == 507 or r.status >= 500:
+                for handoff in handoffs:
+                    r = await self._small(handoff, part, "PUT", names, hdrs, body, "")
+                    tried.append(r)
+                    if r.status != 507 and r.status < 500:
+                        break
+            done.append(r)
+
+        await asyncio.gather(*(slot(n, h) for n, h in zip(nodes, headers)))
+        return self._put_outcome(tried, done, need)
+
+    def _put_outcome(self, tried, final, need) -> PutResult:
+        ok = [r for r in final if r.status == 201]
+        if len(ok) >= need:
+            etags = {r.headers.get("etag") for r in ok}
+            if len(etags) == 1:
+                return PutResult(201, etags.pop(), tried)
+            return PutResult(503, None, tried)  # replicas disagree on what they stored
+        return PutResult(self._failure_status(final or tried), None, tried)
+
+    @staticmethod
+    def _failure_status(results: list[NodeResult]) -> int:
+        statuses = [r.status for r in results]
+        for status in (412, 422, 409, 413, 499, 400):
+            if status in statuses:
+                return status
+        return 503
+
+    async def get_object(self, nodes: Iterable[dict], part: int, account: str,
+                         container: str | None, obj: str | None,
+                         headers: dict | None = None, *, method: str = "GET",
+                         query: str = "", max_tries: int | None = None
+                         ) -> tuple[Response | None, NodeResult]:
+        """First usable answer among ``nodes`` (tried in order). Also serves container and
+        account GET/HEAD (``obj``/``container`` None, listing options in ``query``).
+
+        Returns ``(response, result)``: ``response`` is the open 2xx/416 response (stream
+        it with :meth:`iter_object_body`), or None when every node failed, in which case
+        ``result`` summarizes: 404 (with the newest ``x-backend-timestamp`` seen, the
+        tombstone) if any node said 404, else 503.
+        """
+        best_404: NodeResult | None = None
+        tried = 0
+        for node in nodes:
+            if max_tries is not None and tried >= max_tries:
+                break
+            tried += 1
+            try:
+                resp = await self.request(node, part, method, account, container, obj,
+                                          headers=headers, query=query)
+            except (NodeConnectionError, asyncio.TimeoutError, OSError):
+                continue
+            if resp.status < 300 or resp.status == 416 or resp.status == 304 \
+                    or resp.status == 412:
+                return resp, NodeResult(node, resp.status, resp.headers)
+            await resp.read()
+            if resp.status == 404:
+                ts = resp.headers.get("x-backend-timestamp", "")
+                if best_404 is None or ts > best_404.headers.get("x-backend-timestamp", ""):
+                    best_404 = NodeResult(node, 404, resp.headers)
+        if best_404 is not None:
+            return None, best_404
+        return None, NodeResult({}, 503)
+
+    get_first = get_object  # the name that reads better for container/account requests
+
+    async def iter_object_body(self, resp: Response, more_nodes: Iterator[dict], part: int,
+                               account: str, container: str, obj: str
+                               ) -> AsyncIterator[bytes]:
+        """Stream a full-object 200 response; on a short body, resume from the next node.
+
+        The resumed read must come from the same version (same X-Timestamp and ETag), else
+        the stream fails with NodeConnectionError (the caller has already sent headers).
+        """
+        expected = int(resp.headers.get("content-length", "0"))
+        version = (resp.headers.get("x-timestamp"), resp.headers.get("etag"))
+        sent = 0
+        current = resp
+        while True:
+            try:
+                async for chunk in current.iter_body():
+                    sent += len(chunk)
+                    yield chunk
+            except (NodeConnectionError, asyncio.TimeoutError):
+                pass
+            if sent >= expected:
+                return
+            current = None
+            for node in more_nodes:
+                try:
+                    r = await self.request(node, part, "GET", account, container, obj,
+                                           headers={"Range": f"bytes={sent}-"})
+                except (NodeConnectionError, asyncio.TimeoutError, OSError):
+                    continue
+                if r.status == 206 and (r.headers.get("x-timestamp"),
+                                        r.headers.get("etag")) == version:
+                    current = r
+                    break
+                await r.read()
+            if current is None:
+                raise NodeConnectionError(
+                    f"object body cut at {sent} of {expected} bytes; no replica could resume")

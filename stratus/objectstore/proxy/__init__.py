@@ -1,0 +1,128 @@
+"""The object-store proxy: Swift's v1 API on top of the storage nodes.
+
+The pipeline, outermost first (each a small filter in its own module, as Swift's middlewares)::
+
+    healthcheck, /info → v1 auth → S3 (/s3) → tempurl → keystone auth → bulk delete → copy → large
+    objects (SLO, DLO) → versioned writes → quotas → core (rings + nodes)
+
+``create_proxy_app(...)`` returns the ASGI app; :class:`Proxy` keeps the pieces so that the
+service can close them. Settings (``[objectstore]``) are read in :mod:`.settings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+
+from .http import ASGIAdapter, Req, Resp, SwiftError, new_trans_id
+
+
+def info_document(settings) -> dict:
+    """The /info capabilities (what swiftclient and tempest read)."""
+    return {
+        "swift": {
+            "version": "2.34.0",
+            "max_file_size": settings.max_file_size,
+            "max_meta_name_length": 128, "max_meta_value_length": 256, "max_meta_count": 90,
+            "max_meta_overall_size": 4096, "max_header_size": 8192,
+            "max_object_name_length": 1024, "container_listing_limit": 10000,
+            "account_listing_limit": 10000, "max_account_name_length": 256,
+            "max_container_name_length": 256, "valid_api_versions": ["v1", "v1.0"],
+            "extra_header_count": 0, "policies": [{"name": "Policy-0", "default": True}],
+            "strict_cors_mode": True, "allow_account_management": False,
+            "account_autocreate": True,
+        },
+        "slo": {"max_manifest_segments": settings.max_manifest_segments,
+                "max_manifest_size": settings.max_manifest_size,
+                "min_segment_size": 1, "yield_frequency": 10,
+                "allow_async_delete": False},
+        "dlo": {"max_segments": 10000},
+        "bulk_delete": {"max_deletes_per_request": 10000, "max_failed_deletes": 1000},
+        "tempurl": {"methods": ["GET", "HEAD", "PUT", "POST", "DELETE"],
+                    "incoming_remove_headers": ["x-timestamp"],
+                    "incoming_allow_headers": [],
+                    "outgoing_remove_headers": ["x-object-meta-*"],
+                    "outgoing_allow_headers": ["x-object-meta-public-*"],
+                    "allowed_digests": ["sha1", "sha256", "sha512"]},
+        "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
+        "account_quotas": {},
+        "container_quotas": {},
+        "copy": {},
+        "keystoneauth": {},
+    }
+
+
+class Edge:
+    """/healthcheck and /info, answered without touching the nodes or the auth."""
+
+    def __init__(self, app, settings):
+        self.app = app
+        self.info = orjson.dumps(info_document(settings))
+
+    async def __call__(self, req: Req) -> Resp:
+        path = req.path
+        if path == "/healthcheck":
+            return Resp(200, {"content-type": "text/plain"}, b"OK")
+        if path in ("/info", "/info/"):
+            if req.method not in ("GET", "HEAD"):
+                raise SwiftError(405, "Use GET /info", {"allow": "GET, HEAD"})
+            return Resp(200, {"content-type": "application/json; charset=UTF-8"}, self.info)
+        if path.startswith(("/v1", "/auth", "/s3")):
+            return await self.app(req)
+        raise SwiftError(404, f"The resource could not be found: {path}")
+
+
+class Proxy:
+    def __init__(self, settings, *, identity_url: str, public_url: str,
+                 ready: asyncio.Event | None = None):
+        from . import auth, bulk, copy, large, quotas, s3, versioning
+        from .core import Core
+
+        self.settings = settings
+        self.core = Core(Path(settings.ring_dir), max_file_size=settings.max_file_size,
+                         info_ttl=settings.info_ttl, node_timeout=settings.node_timeout,
+                         ready=ready)
+        app = quotas.Quotas(self.core, self.core)
+        app = versioning.VersionedWrites(app, self.core)
+        self.versioning = app
+        app = large.LargeObjects(app, self.core, settings)
+        app = copy.Copy(app, self.core)
+        app = bulk.BulkDelete(app, self.core)
+        app = auth.KeystoneAuth(app, operator_roles=settings.operator_roles,
+                                reader_roles=settings.reader_roles,
+                                reseller_admin_role=settings.reseller_admin_role)
+        app = auth.TempURL(app, self.core)
+        app = self.s3 = s3.S3(app, self.core, identity_url)
+        self.v1auth = auth.V1Auth(app, identity_url, public_url)
+        self.pipeline = Edge(self.v1auth, settings)
+
+    async def close(self):
+        await self.v1auth.close()
+        await self.s3.close()
+        await self.core.close()
+
+
+class TransIdMiddleware:
+    """Gives the request a Swift-style transaction id before the shared request-id layer
+    sees it, so X-Trans-Id and X-Openstack-Request-Id carry the same value."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            scope["stratus.request_id"] = new_trans_id()
+        return await self.app(scope, receive, send)
+
+
+def create_proxy_app(proxy: Proxy, validator):
+    """The ASGI app: request ids, optional Keystone token check, then the filters."""
+    from stratus.common.auth import AuthMiddleware
+    from stratus.common.web import RequestIdMiddleware
+
+    app = ASGIAdapter(proxy.pipeline)
+    app = AuthMiddleware(app, validator=validator, fault_style="swift", optional=True)
+    app = RequestIdMiddleware(app, extra_headers=("X-Trans-Id",), access_log=True)
+    return TransIdMiddleware(app)

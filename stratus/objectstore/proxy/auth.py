@@ -1,0 +1,341 @@
+"""Who may do what: Keystone tokens, container ACLs, temp URLs and the v1 auth endpoint.
+
+Keystone semantics as Swift's keystoneauth middleware has them:
+
+* a token scoped to project P owns account ``AUTH_P`` when it carries an operator role
+  (``admin``, ``member`` or ``swiftoperator`` by default); a project ``reader`` may read it;
+* the ``ResellerAdmin`` role owns every account (and alone may set account quotas);
+* anyone else gets what the container ACLs grant: ``X-Container-Read`` entries
+  ``.r:*`` / ``.r:<referrer>`` (anonymous object reads), ``.rlistings`` (anonymous listings),
+  ``<project>:<user>``, ``<project>:*``, ``*:<user>``, ``*:*`` (ids or names) for reads
+  including listings; ``X-Container-Write`` the same entries for object writes;
+* refused: 401 without a valid token, 403 with one.
+
+The auth filter only identifies the caller and leaves an ``authorize(req, container_info)``
+callable in the request; the core calls it once the container's ACLs are known.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import datetime
+from urllib.parse import quote
+
+import httpx
+
+from .http import Req, Resp, SwiftError, fault
+
+RESELLER_PREFIX = "AUTH_"
+
+
+def parse_acl(value: str) -> tuple[list[str], list[str]]:
+    """(referrer rules, user/group rules) of an X-Container-Read/Write value."""
+    referrers, groups = [], []
+    for item in (v.strip() for v in (value or "").split(",")):
+        if not item:
+            continue
+        if item.startswith(".r:") or item.startswith(".referrer:"):
+            referrers.append(item.split(":", 1)[1].strip())
+        elif item.startswith("."):
+            if item in (".rlistings",):
+                groups.append(item)
+            # other dotted directives are ignored, as Swift does with unknown ones
+        else:
+            groups.append(item)
+    return referrers, groups
+
+
+def referrer_allowed(referrer: str, rules: list[str]) -> bool:
+    host = ""
+    if referrer:
+        try:
+            host = httpx.URL(referrer).host or ""
+        except Exception:
+            host = ""
+    allowed = False
+    for rule in rules:
+        negate = rule.startswith("-")
+        rule = rule[1:] if negate else rule
+        if rule in ("*", "") or rule == host or (rule.startswith(".") and host.endswith(rule)):
+            allowed = not negate
+    return allowed
+
+
+def validate_acl(value: str, header: str) -> None:
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        if item.startswith("."):
+            if item == ".rlistings" or item.startswith((".r:", ".referrer:")):
+                if item.startswith((".r:", ".referrer:")) and not item.split(":", 1)[1].strip():
+                    raise SwiftError(400, f"{header}: referrer rule {item!r} names nothing")
+                continue
+            raise SwiftError(400, f"{header}: unknown ACL directive {item!r}")
+
+
+class KeystoneAuth:
+    """Identify the caller; install the authorize callable."""
+
+    def __init__(self, app, *, operator_roles=("admin", "member", "swiftoperator"),
+                 reader_roles=("reader",), reseller_admin_role="ResellerAdmin"):
+        self.app = app
+        self.operator_roles = {r.lower() for r in operator_roles}
+        self.reader_roles = {r.lower() for r in reader_roles}
+        self.reseller_admin_role = reseller_admin_role.lower()
+
+    async def __call__(self, req: Req) -> Resp:
+        if "authorize" not in req.env and not req.env.get("internal"):
+            req.env["authorize"] = self.authorize
+        if req.env.get("ctx") is not None and not req.env.get("subrequest"):
+            req.env["reseller"] = self.is_reseller(req.env["ctx"])
+        # ACL headers are only for account owners to set, and must parse
+        if req.method in ("PUT", "POST") and req.container and not req.obj:
+            for name in ("x-container-read", "x-container-write"):
+                if name in req.headers:
+                    validate_acl(req.headers[name], name.title())
+        return await self.app(req)
+
+    def is_reseller(self, ctx) -> bool:
+        return any(r.lower() == self.reseller_admin_role for r in ctx.roles)
+
+    def owner_level(self, req: Req) -> str | None:
+        """'owner', 'reader' or None for the caller on the request's account."""
+        ctx = req.env.get("ctx")
+        if ctx is None:
+            return None
+        if self.is_reseller(ctx):
+            return "owner"
+        if req.account != f"{RESELLER_PREFIX}{ctx.project_id}":
+            return None
+        roles = {r.lower() for r in ctx.roles}
+        if roles & self.operator_roles:
+            return "owner"
+        if roles & self.reader_roles:
+            return "reader"
+        return None
+
+    def authorize(self, req: Req, cinfo) -> None:
+        if not req.account or not req.account.startswith(RESELLER_PREFIX):
+            raise self._refuse(req)
+        tempurl = req.env.get("tempurl")
+        if tempurl is not None and req.obj is not None and tempurl == req.account \
+                and not req.env.get("subrequest_other_account"):
+            return
+        level = self.owner_level(req)
+        read = req.method in ("GET", "HEAD")
+        if level == "owner" or (level == "reader" and read):
+            return
+        if cinfo is None or req.container is None:
+            raise self._refuse(req)
+        ctx = req.env.get("ctx")
+        if read:
+            referrers, groups = parse_acl(cinfo.meta("x-container-read"))
+            if req.obj is not None or ".rlistings" in groups:
+                if referrers and referrer_allowed(req.headers.get("referer", ""), referrers):
+                    return
+            if ctx is not None and self._user_matches(ctx, groups):
+                return
+        elif req.obj is not None and req.method in ("PUT", "POST", "DELETE"):
+            _, groups = parse_acl(cinfo.meta("x-container-write"))
+            if ctx is not None and self._user_matches(ctx, groups):
+                return
+        raise self._refuse(req)
+
+    @staticmethod
+    def _user_matches(ctx, groups: list[str]) -> bool:
+        projects = {"*", ctx.project_id or "", ctx.project_name or ""}
+        users = {"*", ctx.user_id, ctx.user_name}
+        for entry in groups:
+            if ":" not in entry:
+                continue
+            project, _, user = entry.partition(":")
+            if project in projects and user in users:
+                return True
+        return False
+
+    @staticmethod
+    def _refuse(req: Req) -> SwiftError:
+        if req.env.get("ctx") is None:
+            return SwiftError(401, "Unauthorized: this request requires a valid token",
+                              {"www-authenticate": "Swift realm=\"unknown\""})
+        return SwiftError(403, "Forbidden: access was denied to this resource")
+
+
+# -- temp URLs --------------------------------------------------------------------------------
+DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+HEX_LENGTHS = {40: "sha1", 64: "sha256", 128: "sha512"}
+
+
+def parse_expires(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ",):
+        try:
+            return int(datetime.strptime(value, fmt).replace(
+                tzinfo=__import__("datetime").timezone.utc).timestamp())
+        except ValueError:
+            continue
+    raise SwiftError(401, "Temp URL invalid: temp_url_expires is not a unix time or "
+                          "ISO 8601 (YYYY-MM-DDTHH:MM:SSZ)")
+
+
+def parse_signature(sig: str) -> tuple[str, bytes]:
+    """(digest name, raw signature) from hex (sha1/sha256/sha512 by length) or
+    ``<digest>:<urlsafe base64>``."""
+    if ":" in sig:
+        name, _, b64 = sig.partition(":")
+        if name not in DIGESTS:
+            raise SwiftError(401, "Temp URL invalid: unsupported digest")
+        try:
+            raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        except ValueError:
+            raise SwiftError(401, "Temp URL invalid: bad signature encoding") from None
+        return name, raw
+    name = HEX_LENGTHS.get(len(sig))
+    if name is None:
+        raise SwiftError(401, "Temp URL invalid: bad signature length")
+    try:
+        return name, bytes.fromhex(sig)
+    except ValueError:
+        raise SwiftError(401, "Temp URL invalid: signature is not hex") from None
+
+
+def sign(key: str, method: str, expires: int, path: str, digest: str = "sha256") -> str:
+    """Hex signature for a temp URL (the same computation ``swift tempurl`` does)."""
+    msg = f"{method}\n{expires}\n{path}".encode()
+    return hmac.new(key.encode(), msg, DIGESTS[digest]).hexdigest()
+
+
+class TempURL:
+    """Grants one object operation to whoever holds a signed, unexpired URL."""
+
+    METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+    def __init__(self, app, core):
+        self.app = app
+        self.core = core
+
+    async def __call__(self, req: Req) -> Resp:
+        q = req.query
+        if "temp_url_sig" not in q and "temp_url_expires" not in q:
+            return await self.app(req)
+        if req.obj is None or not req.account or req.method not in self.METHODS:
+            raise SwiftError(401, "Temp URL invalid: only object requests can be signed")
+        sig, expires_raw = q.get("temp_url_sig"), q.get("temp_url_expires")
+        if not sig or not expires_raw:
+            raise SwiftError(401, "Temp URL invalid: temp_url_sig and temp_url_expires "
+                                  "are both required")
+        expires = parse_expires(expires_raw)
+        if expires < time.time():
+            raise SwiftError(401, "Temp URL expired")
+        digest, raw = parse_signature(sig)
+        keys = await self._keys(req)
+        if not keys:
+            raise SwiftError(401, "Temp URL invalid: no temp URL key is set")
+        prefix = q.get("temp_url_prefix")
+        if prefix is not None:
+            if not req.obj.startswith(prefix):
+                raise SwiftError(401, "Temp URL invalid: object is outside temp_url_prefix")
+            path = f"prefix:/{req.version}/{req.account}/{req.container}/{prefix}"
+        else:
+            path = req.path
+        methods = [req.method] if req.method != "HEAD" else ["HEAD", "GET", "PUT"]
+        ok = False
+        for key in keys:
+            for method in methods:
+                msg = f"{method}\n{expires}\n{path}"
+                mac = hmac.new(key.encode(), msg.encode(), DIGESTS[digest]).digest()
+                if hmac.compare_digest(mac, raw):
+                    ok = True
+        if not ok:
+            raise SwiftError(401, "Temp URL invalid: signature does not match")
+        req.env["tempurl"] = req.account
+        req.env["ctx"] = None
+        # a temp URL may not carry headers that change other objects' lives
+        for name in ("x-object-manifest", "x-copy-from", "destination"):
+            req.headers.pop(name, None)
+        resp = await self.app(req)
+        if req.method == "GET" and resp.status in (200, 206):
+            filename = q.get("filename") or req.obj.rsplit("/", 1)[-1]
+            kind = "inline" if "inline" in q else "attachment"
+            resp.headers["content-disposition"] = (
+                f"{kind}; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}")
+        return resp
+
+    async def _keys(self, req: Req) -> list[str]:
+        keys = []
+        ainfo = await self.core.account_info(req.account)
+        cinfo = await self.core.container_info(req.account, req.container)
+        for info, kind in ((ainfo, "account"), (cinfo, "container")):
+            if info.exists:
+                for suffix in ("", "-2"):
+                    key = info.meta(f"x-{kind}-meta-temp-url-key{suffix}")
+                    if key:
+                        keys.append(key)
+        return keys
+
+
+# -- v1 auth --------------------------------------------------------------------------------
+class V1Auth:
+    """``GET /auth/v1.0`` with ``X-Auth-User: project:user`` and ``X-Auth-Key: password``:
+    a Keystone token and the account's storage URL, for tools that speak only v1 auth."""
+
+    def __init__(self, app, identity_url: str, public_url: str):
+        self.app = app
+        self.identity_url = identity_url.rstrip("/")
+        self.public_url = public_url.rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+
+    async def __call__(self, req: Req) -> Resp:
+        if not req.path.startswith("/auth"):
+            return await self.app(req)
+        if req.path.rstrip("/") not in ("/auth/v1.0", "/auth/v1", "/auth/v1.0/tokens"):
+            raise SwiftError(404, "Unknown auth path; use /auth/v1.0")
+        if req.method not in ("GET", "HEAD"):
+            raise SwiftError(405, "Use GET /auth/v1.0", {"allow": "GET, HEAD"})
+        user = req.headers.get("x-auth-user") or req.headers.get("x-storage-user")
+        key = req.headers.get("x-auth-key") or req.headers.get("x-storage-pass")
+        if not user or not key or ":" not in user:
+            raise SwiftError(401, "X-Auth-User (project:user) and X-Auth-Key are required")
+        project, _, name = user.partition(":")
+        body = {"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": name, "domain": {"id": "default"}, "password": key}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=30)
+        try:
+            r = await self._client.post(f"{self.identity_url}/v3/auth/tokens", json=body)
+        except httpx.HTTPError:
+            raise SwiftError(503, "Identity service unreachable") from None
+        if r.status_code != 201:
+            raise SwiftError(401, "Unauthorized: bad X-Auth-User or X-Auth-Key")
+        token = r.headers["x-subject-token"]
+        doc = r.json()["token"]
+        project_id = doc["project"]["id"]
+        url = f"{self.public_url}/v1/{RESELLER_PREFIX}{project_id}"
+        return Resp(200, {"x-storage-url": url, "x-auth-token": token, "x-storage-token": token,
+                          "x-auth-token-expires": str(max(0, int(
+                              _iso_to_unix(doc.get("expires_at", "")) - time.time()))),
+                          "content-type": "application/json; charset=utf-8"},
+                    b'{"storage": {"default": "local", "local": "' + url.encode() + b'"}}')
+
+    async def close(self):
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _iso_to_unix(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time() + 3600
+
+
+def unauthorized_fault() -> Resp:
+    return fault(401, "Unauthorized")

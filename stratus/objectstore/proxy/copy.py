@@ -1,0 +1,93 @@
+"""Server-side copy: ``PUT`` with ``X-Copy-From: <container>/<object>`` and ``COPY`` with
+``Destination: <container>/<object>``.
+
+The source is read through the layers below this one as the caller (so a large object is copied
+as its assembled content, or as its manifest with ``?multipart-manifest=get``), streamed into
+a PUT of the destination. The destination keeps the source's content type and user metadata,
+overlaid by the request's own (or only the request's with ``X-Fresh-Metadata: true``).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .http import Req, Resp, SwiftError, split_source
+
+COPIED_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
+                  "cache-control", "expires", "x-delete-at", "x-object-manifest")
+
+
+class Copy:
+    def __init__(self, app, core):
+        self.app = app
+        self.core = core
+
+    async def __call__(self, req: Req) -> Resp:
+        if req.obj is not None and req.method == "COPY":
+            dest = req.headers.get("destination")
+            if not dest:
+                raise SwiftError(412, "COPY needs a Destination header: <container>/<object>")
+            container, obj = split_source(dest)
+            headers = {k: v for k, v in req.headers.items() if k != "destination"}
+            headers["x-copy-from"] = quote(f"/{req.container}/{req.obj}")
+            headers["content-length"] = "0"
+            put = Req("PUT", f"/{req.version}/{req.account}/{container}/{obj}", dict(req.query),
+                      headers, b"", req.env)
+            return await self(put)
+        if req.obj is not None and req.method == "PUT" and "x-copy-from" in req.headers:
+            return await self.copy_put(req)
+        return await self.app(req)
+
+    async def copy_put(self, req: Req) -> Resp:
+        if req.content_length not in (None, 0):
+            raise SwiftError(400, "A copy (X-Copy-From) must have an empty body")
+        container, obj = split_source(req.headers["x-copy-from"])
+        query = {}
+        if req.query.get("multipart-manifest") == "get":
+            query["multipart-manifest"] = "get"
+        get = req.sub("GET", f"/{req.version}/{req.account}/{container}/{obj}", query=query)
+        src = await self.app(get)
+        if src.status != 200:
+            await src.discard()
+            if src.status == 404:
+                raise SwiftError(404, f"The copy source {container}/{obj} does not exist")
+            raise SwiftError(src.status if src.status < 500 else 503,
+                             f"Could not read the copy source {container}/{obj}")
+        headers = {}
+        fresh = req.headers.get("x-fresh-metadata", "").lower() in ("true", "1", "yes")
+        if not fresh:
+            for k, v in src.headers.items():
+                if k in COPIED_HEADERS or k.startswith("x-object-meta-"):
+                    headers[k] = v
+        if query.get("multipart-manifest") == "get" and \
+                src.headers.get("x-static-large-object", "").lower() == "true":
+            # copying the manifest itself: it must stay a manifest at the destination
+            req.env["copy_slo_manifest"] = True
+            for k, v in src.headers.items():
+                if k.startswith("x-object-sysmeta-slo-"):
+                    headers[k] = v
+        for k, v in req.headers.items():
+            if k in ("x-copy-from", "content-length", "x-fresh-metadata", "etag",
+                     "transfer-encoding"):
+                continue
+            headers[k] = v
+        length = src.headers.get("content-length")
+        if length is not None:
+            headers["content-length"] = length
+        else:
+            headers["transfer-encoding"] = "chunked"
+        put = Req("PUT", req.path, {k: v for k, v in req.query.items()
+                                    if k != "multipart-manifest"}, headers, src.body, req.env)
+        if req.env.get("copy_slo_manifest"):
+            sysmeta = {k: v for k, v in headers.items() if k.startswith("x-object-sysmeta-slo-")}
+            sysmeta["x-static-large-object"] = "True"
+            put.env = dict(req.env, sysmeta=sysmeta)
+        try:
+            resp = await self.app(put)
+        finally:
+            await src.discard()
+        if resp.status == 201:
+            resp.headers["x-copied-from"] = quote(f"{container}/{obj}")
+            if "last-modified" in src.headers:
+                resp.headers["x-copied-from-last-modified"] = src.headers["last-modified"]
+        return resp

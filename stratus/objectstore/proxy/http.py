@@ -1,0 +1,298 @@
+"""The proxy's request and response objects, its fault format and the ASGI adapter.
+
+The proxy is a stack of small filters in Swift's spirit (tempurl, auth, bulk, large objects,
+versioning, copy, quotas) over a core that talks to the storage nodes. A filter is an object
+with ``async def __call__(req) -> Resp`` and a ``app`` it passes requests on to; filters make
+*subrequests* (a segment GET, a copy's source read) by building a new :class:`Req` with
+:meth:`Req.sub`. Headers are kept lower-case; HTTP header names are case-insensitive and every
+client we serve (swiftclient, openstacksdk, requests) treats them so.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+from urllib.parse import parse_qsl, quote, unquote
+
+from stratus.common.errors import render_fault
+
+# Headers only the proxy and nodes may set: a client-supplied one is dropped on the way in.
+INTERNAL_PREFIXES = ("x-object-sysmeta-", "x-container-sysmeta-", "x-account-sysmeta-",
+                     "x-backend-", "x-object-transient-sysmeta-")
+# ...and never shown to clients on the way out.
+HIDDEN_PREFIXES = INTERNAL_PREFIXES + ("x-put-timestamp", "x-delete-timestamp")
+
+
+class SwiftError(Exception):
+    """A fault answered in Swift's style (short HTML body), with optional headers."""
+
+    def __init__(self, status: int, message: str = "", headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def new_trans_id() -> str:
+    """Swift's transaction id: ``tx`` + 21 hex digits + ``-`` + hex of the unix time."""
+    return f"tx{uuid.uuid4().hex[:21]}-{int(time.time()):010x}"
+
+
+def normalize_timestamp(t: float | None = None) -> str:
+    return "%016.05f" % (time.time() if t is None else t)
+
+
+@dataclass
+class Req:
+    method: str
+    path: str                      # decoded, e.g. /v1/AUTH_p/c/o
+    query: dict[str, str]
+    headers: dict[str, str]        # lower-case names
+    body: bytes | AsyncIterator[bytes] | None = None
+    env: dict = field(default_factory=dict)   # ctx, auth decision, trans id, flags
+    version: str | None = None
+    account: str | None = None
+    container: str | None = None
+    obj: str | None = None
+
+    def __post_init__(self):
+        if self.version is None and self.path.startswith("/v1"):
+            self._split()
+
+    def _split(self):
+        parts = self.path.split("/", 4)  # '', v1, account, container, object
+        self.version = parts[1] if len(parts) > 1 else None
+        self.account = parts[2] or None if len(parts) > 2 else None
+        self.container = parts[3] or None if len(parts) > 3 else None
+        self.obj = parts[4] or None if len(parts) > 4 else None
+        if self.container is None and self.obj is None and len(parts) > 4:
+            self.obj = None
+
+    @property
+    def content_length(self) -> int | None:
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SwiftError(400, f"Invalid Content-Length {raw!r}") from None
+        if value < 0:
+            raise SwiftError(400, f"Invalid Content-Length {raw!r}")
+        return value
+
+    def sub(self, method: str, path: str, *, headers: dict | None = None, body=None,
+            query: dict | None = None, keep_auth: bool = True) -> "Req":
+        """A subrequest made by a filter; it keeps the caller's identity (so segment reads
+        are authorized as the caller) unless ``keep_auth`` is False (internal work)."""
+        env = {"trans_id": self.env.get("trans_id"), "subrequest": True}
+        if keep_auth:
+            for key in ("ctx", "tempurl", "authorize"):
+                if key in self.env:
+                    env[key] = self.env[key]
+        else:
+            env["internal"] = True
+        return Req(method, path, dict(query or {}), dict(headers or {}), body, env)
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole body (bounded): 413 past ``limit`` bytes."""
+        body = self.body
+        if body is None:
+            return b""
+        if isinstance(body, (bytes, bytearray)):
+            if len(body) > limit:
+                raise SwiftError(413, f"Request body is larger than {limit} bytes")
+            return bytes(body)
+        chunks, total = [], 0
+        async for chunk in body:
+            total += len(chunk)
+            if total > limit:
+                raise SwiftError(413, f"Request body is larger than {limit} bytes")
+            chunks.append(chunk)
+        self.body = b"".join(chunks)
+        return self.body
+
+    def object_path(self) -> str:
+        return f"/{self.version}/{self.account}/{self.container}/{self.obj}"
+
+
+@dataclass
+class Resp:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | AsyncIterator[bytes] = b""
+    # called once the body has been sent (or abandoned): closes node connections
+    on_close: Callable | None = None
+
+    async def read(self) -> bytes:
+        body = self.body
+        if isinstance(body, (bytes, bytearray)):
+            return bytes(body)
+        chunks = [c async for c in body]
+        self.body = b"".join(chunks)
+        return self.body
+
+    async def discard(self):
+        body = self.body
+        if not isinstance(body, (bytes, bytearray)):
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
+
+
+def fault(status: int, message: str = "", headers: dict | None = None) -> Resp:
+    body, ctype = render_fault("swift", status, message or "")
+    h = {"content-type": ctype}
+    h.update(headers or {})
+    return Resp(status, h, body)
+
+
+def parse_query(query_string: bytes) -> dict[str, str]:
+    if not query_string:
+        return {}
+    return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
+def quote_path(path: str) -> str:
+    return quote(path.encode("utf-8", "surrogateescape"), safe="/")
+
+
+def split_source(value: str) -> tuple[str, str]:
+    """``/container/object`` or ``container/object`` (URL-encoded) → (container, object)."""
+    value = unquote(value.strip())
+    if value.startswith("/"):
+        value = value[1:]
+    container, _, obj = value.partition("/")
+    if not container or not obj:
+        raise SwiftError(412, "The copy source must be given as <container>/<object>")
+    return container, obj
+
+
+class ASGIAdapter:
+    """Runs the filter pipeline for each HTTP request and streams the response."""
+
+    def __init__(self, pipeline, small_body: int = 65536, chunk_size: int = 1 << 20):
+        self.pipeline = pipeline
+        self.small_body = small_body
+        self.chunk_size = chunk_size
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = {}
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1")
+            value = v.decode("latin-1")
+            if name in headers:
+                headers[name] += "," + value
+            else:
+                headers[name] = value
+        method = scope["method"]
+        raw = scope.get("raw_path")
+        if raw:
+            try:
+                path = unquote(raw.split(b"?", 1)[0].decode("latin-1"), errors="surrogateescape")
+            except UnicodeDecodeError:
+                path = scope["path"]
+        else:
+            path = scope["path"]
+        trans_id = scope.get("stratus.request_id") or new_trans_id()
+        env = {"trans_id": trans_id, "ctx": scope.get("stratus.context")}
+        if path.startswith("/s3"):
+            # signature checks need the request exactly as the client encoded it
+            env["raw_path"] = (raw or scope["path"].encode()).split(b"?", 1)[0].decode("latin-1")
+            env["raw_query"] = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                         keep_blank_values=True)
+        try:
+            query = parse_query(scope.get("query_string", b""))
+            body = None
+            if method in ("PUT", "POST") or "content-length" in headers \
+                    or "transfer-encoding" in headers:
+                body = await self._body(headers, receive)
+            req = Req(method, path, query, headers, body, env)
+            resp = await self.pipeline(req)
+        except SwiftError as exc:
+            resp = fault(exc.status, exc.message, exc.headers)
+        await self.send(resp, send, method, trans_id)
+
+    async def _body(self, headers, receive):
+        cl = headers.get("content-length")
+        if cl is not None and cl.isdigit() and int(cl) <= self.small_body:
+            chunks = []
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise SwiftError(499, "Client disconnected")
+                chunks.append(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
+            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        return self._stream(receive)
+
+    async def _stream(self, receive):
+        """Request body in big chunks: fewer, larger writes to the nodes."""
+        size = self.chunk_size
+        buf = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise SwiftError(499, "Client disconnected")
+            data = msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if not buf and (len(data) >= size or (not more and data)):
+                yield data
+            else:
+                buf += data
+                if len(buf) >= size or (not more and buf):
+                    yield bytes(buf)
+                    buf.clear()
+            if not more:
+                return
+
+    async def send(self, resp: Resp, send, method: str, trans_id: str):
+        hdrs = []
+        has_length = False
+        has_type = False
+        for k, v in resp.headers.items():
+            if k.startswith(HIDDEN_PREFIXES):
+                continue
+            if k == "content-length":
+                has_length = True
+            elif k == "content-type":
+                has_type = True
+            hdrs.append((k.encode("latin-1"), str(v).encode("latin-1", "replace")))
+        body = resp.body
+        status = resp.status
+        is_bytes = isinstance(body, (bytes, bytearray))
+        if status in (204, 304):
+            body, is_bytes = b"", True
+            hdrs = [(k, v) for k, v in hdrs if k != b"content-length"]
+            has_length = True
+        if not has_length and is_bytes:
+            hdrs.append((b"content-length", str(len(body)).encode()))
+        if not has_type and status not in (204, 304):
+            hdrs.append((b"content-type", b"text/html; charset=UTF-8"))
+        hdrs.append((b"x-trans-id", trans_id.encode()))
+        hdrs.append((b"x-openstack-request-id", trans_id.encode()))
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": hdrs})
+            if method == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                if not is_bytes:
+                    await resp.discard()
+                return
+            if is_bytes:
+                await send({"type": "http.response.body", "body": bytes(body)})
+                return
+            async for chunk in body:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if resp.on_close is not None:
+                resp.on_close()

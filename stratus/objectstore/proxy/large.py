@@ -1,0 +1,532 @@
+"""Large objects: static (SLO, ``?multipart-manifest=``) and dynamic (DLO, ``X-Object-Manifest``).
+
+SLO: ``PUT ?multipart-manifest=put`` with a JSON list of ``{"path", "etag", "size_bytes",
+"range"}``; every segment is checked (HEAD as the caller: exists, etag and size match) and the
+manifest is stored with ``X-Static-Large-Object: True`` and, as sysmeta, the large object's
+ETag and size. Swift's ETag for an SLO is the md5 of the concatenated segment ETags (with
+``:<range>;`` after a ranged segment's), shown quoted. ``?multipart-manifest=get`` returns the
+stored manifest (``&format=raw``: the PUT format), ``?multipart-manifest=delete`` removes the
+segments and the manifest.
+
+DLO: a (zero-byte) object with ``X-Object-Manifest: <container>/<prefix>``; its content is
+every object of that container whose name starts with the prefix, in name order, listed at read
+time; ETag is the quoted md5 of the concatenated segment ETags.
+
+Reads stream segment after segment through the rest of the pipeline as the caller (nested SLOs
+work; ACLs apply to segment containers). Range (single and multiple) and conditional headers
+are applied to the whole large object here, not to the manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote, urlencode
+
+import orjson
+
+from .http import Req, Resp, SwiftError
+
+CONDITIONAL = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+MAX_DEPTH = 10
+
+
+def parse_range(header: str | None, length: int):
+    """[(start, end_exclusive), ...]; [] when no range is satisfiable; None when the header
+    is absent or malformed (then the whole object is served, as Swift does)."""
+    if not header:
+        return None
+    header = header.strip()
+    if not header.lower().startswith("bytes="):
+        return None
+    out = []
+    for spec in header[6:].split(","):
+        spec = spec.strip()
+        if "-" not in spec:
+            return None
+        first, _, last = spec.partition("-")
+        try:
+            if first == "":
+                if not last:
+                    return None
+                n = int(last)
+                if n == 0:
+                    continue
+                out.append((max(0, length - n), length))
+                continue
+            start = int(first)
+            end = int(last) + 1 if last else length
+        except ValueError:
+            return None
+        if start > end - 1 and last:
+            return None
+        if start >= length:
+            continue
+        out.append((start, min(end, length)))
+    return out
+
+
+def _etag_list(value: str) -> list[str]:
+    return [v.strip().strip('"') for v in value.split(",") if v.strip()]
+
+
+def check_conditions(headers: dict, etag: str, last_modified: str | None) -> int | None:
+    """304/412 per RFC 7232 for the large object's ETag and Last-Modified, or None."""
+    etag = etag.strip('"')
+    im = headers.get("if-match")
+    if im is not None:
+        tags = _etag_list(im)
+        if "*" not in tags and etag not in tags:
+            return 412
+    inm = headers.get("if-none-match")
+    if inm is not None:
+        tags = _etag_list(inm)
+        if "*" in tags or etag in tags:
+            return 304
+    if last_modified:
+        try:
+            lm = parsedate_to_datetime(last_modified).timestamp()
+        except (TypeError, ValueError):
+            lm = None
+        if lm is not None:
+            ius = headers.get("if-unmodified-since")
+            if ius and im is None:
+                try:
+                    if lm > parsedate_to_datetime(ius).timestamp():
+                        return 412
+                except (TypeError, ValueError):
+                    pass
+            ims = headers.get("if-modified-since")
+            if ims and inm is None:
+                try:
+                    if lm <= parsedate_to_datetime(ims).timestamp():
+                        return 304
+                except (TypeError, ValueError):
+                    pass
+    return None
+
+
+def slo_etag(segments: list[dict]) -> str:
+    h = hashlib.md5()
+    for seg in segments:
+        h.update(seg["hash"].strip('"').encode())
+        if seg.get("range"):
+            h.update(f":{seg['range']};".encode())
+    return h.hexdigest()
+
+
+class LargeObjects:
+    def __init__(self, app, core, settings):
+        self.app = app
+        self.core = core
+        self.max_segments = settings.max_manifest_segments
+        self.max_manifest_size = settings.max_manifest_size
+
+    async def __call__(self, req: Req) -> Resp:
+        if req.obj is None:
+            return await self.app(req)
+        mm = req.query.get("multipart-manifest")
+        if req.method == "PUT":
+            if mm == "put":
+                return await self.slo_put(req)
+            if "x-object-manifest" in req.headers:
+                _check_dlo_header(req.headers["x-object-manifest"])
+            return await self.app(req)
+        if req.method == "DELETE" and mm == "delete":
+            return await self.slo_delete(req)
+        if req.method not in ("GET", "HEAD"):
+            return await self.app(req)
+        if mm == "get":
+            return await self.manifest_get(req)
+        if req.env.get("lo_depth", 0) > MAX_DEPTH:
+            raise SwiftError(409, "Too many levels of nested large objects")
+        if any(h in req.headers for h in CONDITIONAL):
+            # Conditions and ranges apply to the large object, not to its manifest: look first.
+            probe = req.sub("HEAD", req.path)
+            head = await self.app(probe)
+            if head.status == 200 and _is_large(head.headers):
+                return await self.large_get(req)
+            return await self.app(req)
+        resp = await self.app(req)
+        if resp.status == 200 and _is_large(resp.headers):
+            return await self.large_get(req, first=resp)
+        return resp
+
+    # -- reading -----------------------------------------------------------------------------
+    async def large_get(self, req: Req, first: Resp | None = None) -> Resp:
+        """Serve an SLO or DLO (``first``: the manifest's GET/HEAD response if we have it)."""
+        if first is None or (req.method == "GET" and isinstance(first.body, bytes)
+                             and not first.body and _is_slo(first.headers)):
+            manifest_req = req.sub("GET", req.path)
+            if first is not None:
+                await first.discard()
+            first = await self.app(manifest_req)
+            if first.status != 200:
+                return first
+        headers = dict(first.headers)
+        if _is_slo(headers):
+            if req.method == "HEAD" and "x-object-sysmeta-slo-size" in headers:
+                await first.discard()
+                segments = None
+                total = int(headers["x-object-sysmeta-slo-size"])
+                etag = headers.get("x-object-sysmeta-slo-etag", "")
+            else:
+                if req.method == "HEAD":
+                    await first.discard()
+                    first = await self.app(req.sub("GET", req.path))
+                raw = await _read_bounded(first, self.max_manifest_size + 65536)
+                try:
+                    manifest = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise SwiftError(503, "The large object's manifest is unreadable") from None
+                segments = [_slo_segment(s) for s in manifest]
+                total = sum(s[3] - s[2] for s in segments)
+                etag = headers.get("x-object-sysmeta-slo-etag") or slo_etag(manifest)
+            headers["x-static-large-object"] = "True"
+        else:
+            await first.discard()
+            segments = await self.dlo_segments(req, headers["x-object-manifest"])
+            total = sum(s[3] - s[2] for s in segments)
+            etag = hashlib.md5("".join(s[4] for s in segments).encode()).hexdigest()
+        headers["etag"] = f'"{etag}"'
+        headers.pop("content-range", None)
+        cond = check_conditions(req.headers, etag, headers.get("last-modified"))
+        if cond is not None:
+            headers.pop("content-length", None)
+            return Resp(cond, headers, b"")
+        ranges = parse_range(req.headers.get("range"), total)
+        if ranges == []:
+            return Resp(416, {"content-range": f"bytes */{total}",
+                              "content-type": "text/html; charset=UTF-8"},
+                        b"<html><h1>Requested Range Not Satisfiable</h1></html>")
+        if req.method == "HEAD" or segments is None:
+            headers["content-length"] = str(total)
+            return Resp(200, headers, b"")
+        depth = req.env.get("lo_depth", 0) + 1
+        if ranges is None:
+            headers["content-length"] = str(total)
+            return Resp(200, headers, self._stream(req, segments, 0, total, depth))
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            headers["content-length"] = str(end - start)
+            headers["content-range"] = f"bytes {start}-{end - 1}/{total}"
+            return Resp(206, headers, self._stream(req, segments, start, end, depth))
+        boundary = uuid.uuid4().hex
+        ctype = headers.get("content-type", "application/octet-stream")
+        parts = []
+        length = 0
+        for start, end in ranges:
+            head = (f"--{boundary}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Range: bytes {start}-{end - 1}/{total}\r\n\r\n").encode()
+            parts.append((head, start, end))
+            length += len(head) + (end - start) + 2
+        tail = f"--{boundary}--".encode()
+        length += len(tail)
+        headers["content-type"] = f"multipart/byteranges; boundary={boundary}"
+        headers["content-length"] = str(length)
+
+        async def multipart():
+            for head, start, end in parts:
+                yield head
+                async for chunk in self._stream(req, segments, start, end, depth):
+                    yield chunk
+                yield b"\r\n"
+            yield tail
+
+        return Resp(206, headers, multipart())
+
+    async def _stream(self, req: Req, segments, start: int, end: int, depth: int):
+        """Bytes [start, end) of the concatenation of ``segments``
+        ((container, object, seg_start, seg_end, etag, whole_size))."""
+        offset = 0
+        for container, obj, s_start, s_end, etag, whole in segments:
+            length = s_end - s_start
+            if offset + length <= start:
+                offset += length
+                continue
+            if offset >= end:
+                break
+            a = s_start + max(0, start - offset)
+            b = s_start + min(length, end - offset)  # exclusive
+            headers = {}
+            if a != 0 or (whole is not None and b != whole) or whole is None:
+                headers["range"] = f"bytes={a}-{b - 1}"
+            sub = req.sub("GET", f"/{req.version}/{req.account}/{container}/{obj}",
+                          headers=headers)
+            sub.env["lo_depth"] = depth
+            resp = await self(sub)
+            if resp.status not in (200, 206):
+                await resp.discard()
+                raise SwiftError(409, f"Segment {container}/{obj} could not be read "
+                                      f"({resp.status}); the large object is incomplete")
+            if etag and "range" not in headers and resp.status == 200:
+                got = resp.headers.get("etag", "").strip('"')
+                if got and got != etag.strip('"'):
+                    await resp.discard()
+                    raise SwiftError(409, f"Segment {container}/{obj} changed since the "
+                                          "manifest was written")
+            expected = b - a
+            sent = 0
+            try:
+                if isinstance(resp.body, bytes):
+                    data = resp.body
+                    if resp.status == 200 and "range" in headers:
+                        data = data[a:b]
+                    sent = len(data)
+                    yield data
+                else:
+                    async for chunk in resp.body:
+                        sent += len(chunk)
+                        yield chunk
+            finally:
+                if resp.on_close is not None:
+                    resp.on_close()
+            if sent != expected:
+                raise SwiftError(503, f"Segment {container}/{obj} was cut short")
+            offset += length
+
+    async def dlo_segments(self, req: Req, manifest: str):
+        container, prefix = _check_dlo_header(manifest)
+        segments = []
+        marker = ""
+        while True:
+            query = {"format": "json", "prefix": prefix}
+            if marker:
+                query["marker"] = marker
+            sub = req.sub("GET", f"/{req.version}/{req.account}/{container}", query=query)
+            resp = await self.app(sub)
+            if resp.status == 404:
+                return segments
+            if resp.status == 204:
+                return segments
+            if resp.status != 200:
+                raise SwiftError(resp.status if resp.status < 500 else 503,
+                                 f"Could not list the segments in {container}")
+            items = orjson.loads(await resp.read())
+            if not items:
+                return segments
+            for item in items:
+                segments.append((container, item["name"], 0, item["bytes"], item["hash"],
+                                 item["bytes"]))
+            marker = items[-1]["name"]
+
+    async def manifest_get(self, req: Req) -> Resp:
+        resp = await self.app(req)
+        if resp.status != 200 or not _is_slo(resp.headers) or req.method == "HEAD":
+            return resp
+        raw = await _read_bounded(resp, self.max_manifest_size + 65536)
+        resp.headers["content-type"] = "application/json; charset=utf-8"
+        if req.query.get("format") == "raw":
+            manifest = orjson.loads(raw)
+            out = []
+            for seg in manifest:
+                item = {"path": seg["name"], "etag": seg["hash"], "size_bytes": seg["bytes"]}
+                if seg.get("range"):
+                    item["range"] = seg["range"]
+                out.append(item)
+            raw = orjson.dumps(out)
+            resp.headers.pop("etag", None)
+        resp.headers["content-length"] = str(len(raw))
+        resp.body = raw
+        return resp
+
+    # -- writing -----------------------------------------------------------------------------
+    async def slo_put(self, req: Req) -> Resp:
+        raw = await req.read_body(self.max_manifest_size)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise SwiftError(400, "Manifest must be valid JSON: a list of {path, etag, "
+                                  "size_bytes}") from None
+        if not isinstance(doc, list) or not doc:
+            raise SwiftError(400, "Manifest must be a non-empty JSON list")
+        if len(doc) > self.max_segments:
+            raise SwiftError(400, f"Too many segments: the limit is {self.max_segments}")
+        errors: list[str] = []
+        sem = asyncio.Semaphore(8)
+
+        async def check(index: int, seg) -> dict | None:
+            if not isinstance(seg, dict) or not isinstance(seg.get("path"), str):
+                errors.append(f"Index {index}: segment must be an object with a string path")
+                return None
+            unknown = set(seg) - {"path", "etag", "size_bytes", "range"}
+            if unknown:
+                errors.append(f"Index {index}: unknown keys {sorted(unknown)}")
+                return None
+            path = unquote(seg["path"]) if "%" in seg["path"] else seg["path"]
+            container, _, obj = path.lstrip("/").partition("/")
+            if not container or not obj:
+                errors.append(f"Index {index}: path must be /container/object")
+                return None
+            sub = req.sub("HEAD", f"/{req.version}/{req.account}/{container}/{obj}")
+            async with sem:
+                try:
+                    head = await self(sub)
+                except SwiftError as exc:
+                    errors.append(f"/{container}/{obj}, {exc.status}")
+                    return None
+            if head.status != 200:
+                errors.append(f"/{container}/{obj}, {head.status}")
+                return None
+            size = int(head.headers.get("content-length", "0"))
+            etag = head.headers.get("etag", "").strip('"')
+            want_etag = seg.get("etag")
+            if want_etag and want_etag.strip('"') != etag:
+                errors.append(f"/{container}/{obj}, Etag Mismatch")
+                return None
+            want_size = seg.get("size_bytes")
+            if want_size is not None:
+                try:
+                    if int(want_size) != size:
+                        errors.append(f"/{container}/{obj}, Size Mismatch")
+                        return None
+                except (TypeError, ValueError):
+                    errors.append(f"Index {index}: size_bytes must be an integer")
+                    return None
+            item = {"name": f"/{container}/{obj}", "bytes": size, "hash": etag,
+                    "content_type": head.headers.get("content-type", ""),
+                    "last_modified": head.headers.get("last-modified", "")}
+            if _is_slo(head.headers):
+                item["sub_slo"] = True
+            rng = seg.get("range")
+            if rng:
+                parsed = parse_range(f"bytes={rng}", size)
+                if not parsed or len(parsed) != 1:
+                    errors.append(f"/{container}/{obj}, Unsatisfiable Range")
+                    return None
+                start, end = parsed[0]
+                item["range"] = f"{start}-{end - 1}"
+            return item
+
+        items = await asyncio.gather(*(check(i, s) for i, s in enumerate(doc)))
+        if errors:
+            body = "Errors:\n" + "\n".join(errors) + "\n"
+            raise SwiftError(400, body)
+        total = 0
+        for item in items:
+            if item.get("range"):
+                a, b = item["range"].split("-")
+                total += int(b) - int(a) + 1
+            else:
+                total += item["bytes"]
+        etag = slo_etag(items)
+        want = req.headers.get("etag")
+        if want and want.strip('"') != etag:
+            raise SwiftError(422, "The manifest's ETag (md5 of the segment ETags) does not "
+                                  "match the request's ETag")
+        body = orjson.dumps(items)
+        headers = {k: v for k, v in req.headers.items()
+                   if k not in ("etag", "content-length", "transfer-encoding")}
+        headers["content-length"] = str(len(body))
+        env = dict(req.env)
+        env["sysmeta"] = {"x-static-large-object": "True",
+                          "x-object-sysmeta-slo-etag": etag,
+                          "x-object-sysmeta-slo-size": str(total)}
+        put = Req("PUT", req.path, {}, headers, body, env)
+        resp = await self.app(put)
+        if resp.status == 201:
+            resp.headers["etag"] = f'"{etag}"'
+        return resp
+
+    async def slo_delete(self, req: Req) -> Resp:
+        get = req.sub("GET", req.path, query={"multipart-manifest": "get"})
+        resp = await self.app(get)
+        if resp.status != 200 or not _is_slo(resp.headers):
+            await resp.discard()
+            if resp.status == 200:
+                return await self.app(req)  # a plain object: a plain delete
+            if resp.status == 404:
+                raise SwiftError(404, "The resource could not be found.")
+            return resp
+        manifest = orjson.loads(await _read_bounded(resp, self.max_manifest_size + 65536))
+        deleted = not_found = 0
+        errors = []
+        sem = asyncio.Semaphore(8)
+
+        async def delete(seg):
+            nonlocal deleted, not_found
+            container, _, obj = seg["name"].lstrip("/").partition("/")
+            query = {"multipart-manifest": "delete"} if seg.get("sub_slo") else {}
+            sub = req.sub("DELETE", f"/{req.version}/{req.account}/{container}/{obj}",
+                          query=query)
+            async with sem:
+                try:
+                    r = await self(sub)
+                    status = r.status
+                    await r.discard()
+                except SwiftError as exc:
+                    status = exc.status
+            if status // 100 == 2:
+                deleted += 1
+            elif status == 404:
+                not_found += 1
+            else:
+                errors.append([quote(seg["name"]), str(status)])
+
+        await asyncio.gather(*(delete(s) for s in manifest))
+        try:
+            r = await self.app(req.sub("DELETE", req.path))
+            status = r.status
+        except SwiftError as exc:
+            status = exc.status
+        if status // 100 == 2:
+            deleted += 1
+        elif status == 404:
+            not_found += 1
+        else:
+            errors.append([quote(req.path), str(status)])
+        report = {"Number Deleted": deleted, "Number Not Found": not_found,
+                  "Response Status": "200 OK" if not errors else "400 Bad Request",
+                  "Response Body": "", "Errors": errors}
+        if "json" in req.headers.get("accept", ""):
+            return Resp(200, {"content-type": "application/json"}, orjson.dumps(report))
+        text = "".join(f"{k}: {v}\n" for k, v in report.items() if k != "Errors")
+        text += "Errors:\n" + "".join(f"{n}, {s}\n" for n, s in errors)
+        return Resp(200, {"content-type": "text/plain"}, text.encode())
+
+
+def _is_slo(headers: dict) -> bool:
+    return headers.get("x-static-large-object", "").lower() == "true"
+
+
+def _is_large(headers: dict) -> bool:
+    return _is_slo(headers) or "x-object-manifest" in headers
+
+
+def _check_dlo_header(value: str) -> tuple[str, str]:
+    value = unquote(value)
+    container, sep, prefix = value.lstrip("/").partition("/")
+    if not container or not sep:
+        raise SwiftError(400, "X-Object-Manifest must be <container>/<prefix>")
+    return container, prefix
+
+
+def _slo_segment(seg: dict):
+    container, _, obj = seg["name"].lstrip("/").partition("/")
+    size = int(seg["bytes"])
+    if seg.get("range"):
+        a, b = seg["range"].split("-")
+        return (container, obj, int(a), int(b) + 1, None, size)
+    return (container, obj, 0, size, seg.get("hash"), size)
+
+
+async def _read_bounded(resp: Resp, limit: int) -> bytes:
+    if isinstance(resp.body, (bytes, bytearray)):
+        return bytes(resp.body)
+    chunks, total = [], 0
+    try:
+        async for chunk in resp.body:
+            total += len(chunk)
+            if total > limit:
+                raise SwiftError(503, "The manifest is larger than allowed")
+            chunks.append(chunk)
+    finally:
+        if resp.on_close is not None:
+            resp.on_close()
+            resp.on_close = None
+    return b"".join(chunks)
+
+
+__all__ = ["LargeObjects", "parse_range", "check_conditions", "slo_etag", "urlencode"]

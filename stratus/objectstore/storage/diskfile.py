@@ -1,0 +1,566 @@
+"""Objects on disk: layout, file format, durable writes, verified reads, partition hashes.
+
+Layout under one device directory (``<root>/<device>``)::
+
+    objects/<part>/<suffix>/<hash>/<timestamp>.data   object body + metadata
+                                    <timestamp>.ts     tombstone (a DELETE)
+                                    <timestamp>.meta   metadata from a later POST
+    objects/<part>/hashes.json      {suffix: md5 of its file names}, for the replicator
+    objects/<part>/hashes.invalid   suffixes changed since hashes.json was written
+    tmp/                            files being written (renamed into place when complete)
+    quarantined/objects/<hash>-<n>  hash directories found corrupt
+    async_pending/, expiring/       see updater.py and expirer.py
+
+``<hash>`` is the hex md5 of the object path salted by the ring (ring.hash_path); ``<suffix>``
+its last three hex digits. Timestamps are fixed-width so names sort chronologically; the
+newest .data or .ts wins (last writer wins), a newer .meta overrides its metadata.
+
+File format (the same for all three kinds)::
+
+    body || msgpack(metadata) || u32 big-endian len(metadata) || b"STRM"
+
+The trailer is written after the body because the ETag is only known once the body has
+streamed through. ``metadata`` holds the object's name, timestamp, ETag (md5 hex), length,
+its stored headers and ``crc``: the CRC-32 of each 1 MiB block of the body. Reads verify the
+CRC of every block *before* sending it (CRC-32 runs at several GB/s, md5 under 1 GB/s), so a
+node never sends a corrupt byte; the auditor checks the full md5 as well.
+
+Durability: a write goes to tmp/, is fdatasync'd, renamed into its hash directory and the
+directory fsync'd before success is reported. Everything here is blocking and runs in the
+node's thread pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import uuid
+import zlib
+from array import array
+
+import msgpack
+
+from .common import fsync_dir
+
+BLOCK_SIZE = 1 << 20
+TRAILER = struct.Struct(">I4s")
+MAGIC = b"STRM"
+TAIL_READ = 64 * 1024  # first read from the end: metadata, and the whole body if small
+DATA, TOMBSTONE, META = ".data", ".ts", ".meta"
+RECLAIM_AGE = 7 * 86400  # tombstones older than this are removed
+REHASH_AGE = 3600  # hashes.json older than this is recomputed from scratch
+
+# Headers an object keeps besides X-Object-Meta-* and sysmeta. POST replaces the "user" ones.
+STORED_HEADERS = {"content-type", "content-encoding", "content-disposition", "content-language",
+                  "cache-control", "expires", "x-delete-at", "x-object-manifest",
+                  "x-static-large-object", "x-symlink-target", "x-symlink-target-account"}
+POST_REPLACED = {"content-type", "content-encoding", "content-disposition", "content-language",
+                 "cache-control", "expires", "x-delete-at"}
+
+
+class DiskFileError(Exception):
+    pass
+
+
+class DiskFileCorrupt(DiskFileError):
+    """A file failed its checksum or cannot be parsed; it must be quarantined."""
+
+
+def is_stored_header(name: str) -> bool:
+    return (name in STORED_HEADERS or name.startswith("x-object-meta-")
+            or name.startswith("x-object-sysmeta-")
+            or name.startswith("x-object-transient-sysmeta-"))
+
+
+def is_post_replaced(name: str) -> bool:
+    return (name in POST_REPLACED or name.startswith("x-object-meta-")
+            or name.startswith("x-object-transient-sysmeta-"))
+
+
+def object_dir(dev_path: str, part: int, hash_hex: str) -> str:
+    return f"{dev_path}/objects/{part}/{hash_hex[-3:]}/{hash_hex}"
+
+
+def _crc_bytes(crcs: array) -> bytes:
+    if sys.byteorder != "little":
+        crcs = array("I", crcs)
+        crcs.byteswap()
+    return crcs.tobytes()
+
+
+def _crc_array(raw: bytes) -> array:
+    arr = array("I")
+    arr.frombytes(raw)
+    if sys.byteorder != "little":
+        arr.byteswap()
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# Partition locks and hashes
+
+_locks_guard = threading.Lock()
+_invalid_locks: dict[str, threading.Lock] = {}
+_hash_locks: dict[str, threading.Lock] = {}
+
+
+def _lock(table: dict, key: str) -> threading.Lock:
+    lock = table.get(key)
+    if lock is None:
+        with _locks_guard:
+            lock = table.setdefault(key, threading.Lock())
+    return lock
+
+
+def invalidate_suffix(part_dir: str, suffix: str) -> None:
+    with _lock(_invalid_locks, part_dir):
+        fd = os.open(f"{part_dir}/hashes.invalid", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, suffix.encode() + b"\n")
+        finally:
+            os.close(fd)
+
+
+def scan_dir(datadir: str, files: list[str] | None = None):
+    """Classify a hash directory: (state file, newer .meta or None, obsolete files)."""
+    if files is None:
+        try:
+            files = os.listdir(datadir)
+        except FileNotFoundError:
+            return None, None, []
+    files.sort(reverse=True)
+    state = meta = None
+    obsolete = []
+    for name in files:
+        if state is not None:
+            obsolete.append(name)
+        elif name.endswith(META):
+            if meta is None:
+                meta = name
+            else:
+                obsolete.append(name)
+        elif name.endswith(DATA) or name.endswith(TOMBSTONE):
+            state = name
+        else:
+            obsolete.append(name)  # stray (e.g. a foreign file): not ours to keep
+    # a .meta without data is kept: it applies once the data arrives by replication
+    if state is not None and state.endswith(TOMBSTONE) and meta is not None:
+        obsolete.append(meta)
+        meta = None
+    return state, meta, obsolete
+
+
+def cleanup_dir(datadir: str, reclaim_age: float | None = None
+                ) -> tuple[str | None, str | None]:
+    """Remove obsolete files (and, given ``reclaim_age``, old tombstones); returns what is
+    left as (state, meta)."""
+    state, meta, obsolete = scan_dir(datadir)
+    for name in obsolete:
+        try:
+            os.unlink(f"{datadir}/{name}")
+        except FileNotFoundError:
+            pass
+    if reclaim_age is not None and state and state.endswith(TOMBSTONE) and \
+            float(state[:-3]) < time.time() - reclaim_age:
+        try:
+            os.unlink(f"{datadir}/{state}")
+        except FileNotFoundError:
+            pass
+        state = None
+    if state is None and meta is None:
+        try:
+            os.rmdir(datadir)
+        except OSError:
+            pass
+    return state, meta
+
+
+def hash_suffix(suffix_dir: str, reclaim_age: float = RECLAIM_AGE) -> str | None:
+    try:
+        names = sorted(os.listdir(suffix_dir))
+    except FileNotFoundError:
+        return None
+    md5 = hashlib.md5()
+    found = False
+    for hash_name in names:
+        datadir = f"{suffix_dir}/{hash_name}"
+        state, meta = cleanup_dir(datadir, reclaim_age)
+        if state is None and meta is None:
+            continue
+        found = True
+        md5.update(hash_name.encode())
+        for name in (state, meta):
+            if name:
+                md5.update(name.encode())
+    if not found:
+        try:
+            os.rmdir(suffix_dir)
+        except OSError:
+            pass
+        return None
+    return md5.hexdigest()
+
+
+def get_hashes(part_dir: str, recalculate=(), reclaim_age: float = RECLAIM_AGE) -> dict:
+    """{suffix: hash} for a partition, recalculating invalidated (and requested) suffixes."""
+    with _lock(_hash_locks, part_dir):
+        with _lock(_invalid_locks, part_dir):
+            invalid_path = f"{part_dir}/hashes.invalid"
+            try:
+                with open(invalid_path) as fh:
+                    invalid = {line.strip() for line in fh if line.strip()}
+                os.unlink(invalid_path)
+            except FileNotFoundError:
+                invalid = set()
+        hashes = None
+        try:
+            with open(f"{part_dir}/hashes.json", "rb") as fh:
+                # a full rehash now and then catches files lost behind our back
+                if os.fstat(fh.fileno()).st_mtime > time.time() - REHASH_AGE:
+                    hashes = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            hashes = None
+        todo = set(invalid) | set(recalculate)
+        full = hashes is None
+        if hashes is None:
+            hashes = {}
+            try:
+                todo |= {n for n in os.listdir(part_dir) if len(n) == 3}
+            except FileNotFoundError:
+                return {}
+        changed = False
+        for suffix in todo:
+            if len(suffix) != 3:
+                continue
+            h = hash_suffix(f"{part_dir}/{suffix}", reclaim_age)
+            if h is None:
+                changed |= hashes.pop(suffix, None) is not None
+            elif hashes.get(suffix) != h:
+                hashes[suffix] = h
+                changed = True
+        if changed or not os.path.exists(f"{part_dir}/hashes.json") or full:
+            if os.path.isdir(part_dir):
+                tmp = f"{part_dir}/.hashes.{uuid.uuid4().hex}"
+                with open(tmp, "w") as fh:
+                    json.dump(hashes, fh)
+                os.replace(tmp, f"{part_dir}/hashes.json")
+        return hashes
+
+
+def list_suffix(part_dir: str, suffix: str) -> dict[str, list[str]]:
+    """{hash: [state file, meta file]} for one suffix (after cleanup)."""
+    suffix_dir = f"{part_dir}/{suffix}"
+    out = {}
+    try:
+        names = os.listdir(suffix_dir)
+    except FileNotFoundError:
+        return out
+    for hash_name in names:
+        state, meta = cleanup_dir(f"{suffix_dir}/{hash_name}")
+        files = [n for n in (state, meta) if n]
+        if files:
+            out[hash_name] = files
+    return out
+
+
+def quarantine(dev_path: str, datadir: str) -> str | None:
+    """Move a hash directory out of the way and invalidate its suffix."""
+    hash_name = os.path.basename(datadir)
+    target_dir = f"{dev_path}/quarantined/objects"
+    os.makedirs(target_dir, exist_ok=True)
+    target = f"{target_dir}/{hash_name}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(datadir, target)
+    except FileNotFoundError:
+        return None
+    suffix_dir = os.path.dirname(datadir)
+    invalidate_suffix(os.path.dirname(suffix_dir), os.path.basename(suffix_dir))
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_file_meta(fd: int, size: int) -> tuple[dict, int, bytes | None]:
+    """(metadata, body length, whole body if it came with the first read else None)."""
+    if size < TRAILER.size:
+        raise DiskFileCorrupt("file shorter than its trailer")
+    first = min(size, TAIL_READ)
+    tail = os.pread(fd, first, size - first)
+    if len(tail) != first:
+        raise DiskFileCorrupt("short read")
+    meta_len, magic = TRAILER.unpack_from(tail, first - TRAILER.size)
+    if magic != MAGIC or meta_len + TRAILER.size > size:
+        raise DiskFileCorrupt("bad trailer")
+    body_len = size - TRAILER.size - meta_len
+    if meta_len + TRAILER.size <= first:
+        raw = tail[first - TRAILER.size - meta_len:first - TRAILER.size]
+    else:
+        raw = os.pread(fd, meta_len, body_len)
+    try:
+        meta = msgpack.unpackb(raw)
+    except Exception:
+        raise DiskFileCorrupt("metadata does not decode") from None
+    if not isinstance(meta, dict) or meta.get("len", body_len) != body_len:
+        raise DiskFileCorrupt("metadata does not match the file")
+    body = tail[:body_len] if body_len + meta_len + TRAILER.size <= first else None
+    return meta, body_len, body
+
+
+class ObjectReader:
+    """An open object (or tombstone). Close it when done."""
+
+    def __init__(self, datadir: str):
+        self.datadir = datadir
+        self.fd: int | None = None
+        self.meta: dict = {}
+        self.headers: dict = {}
+        self.timestamp: str | None = None
+        self.deleted = False
+        self.body_len = 0
+        self.small_body: bytes | None = None
+        self.crcs: array | None = None
+        self.meta_file: str | None = None
+        self.state_file: str | None = None
+
+    @classmethod
+    def open(cls, datadir: str) -> "ObjectReader":
+        """Raises DiskFileCorrupt; on a missing object returns a reader with timestamp None."""
+        r = cls(datadir)
+        state, meta, _ = scan_dir(datadir)
+        r.state_file, r.meta_file = state, meta
+        if state is None:
+            return r
+        r.timestamp = state.rsplit(".", 1)[0]
+        if state.endswith(TOMBSTONE):
+            r.deleted = True
+            return r
+        path = f"{datadir}/{state}"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            # replaced between listdir and open: read again
+            return cls.open(datadir)
+        try:
+            size = os.fstat(fd).st_size
+            r.meta, r.body_len, r.small_body = read_file_meta(fd, size)
+            r.crcs = _crc_array(r.meta.get("crc", b""))
+            if len(r.crcs) != (r.body_len + BLOCK_SIZE - 1) // BLOCK_SIZE:
+                raise DiskFileCorrupt("block checksum count does not match length")
+            if r.small_body is not None:
+                verify_blocks(r.small_body, 0, r.crcs)
+        except BaseException:
+            os.close(fd)
+            raise
+        if r.small_body is not None:
+            os.close(fd)  # everything is in memory already
+        else:
+            r.fd = fd
+        r.headers = dict(r.meta.get("headers", {}))
+        if meta is not None and meta > state:
+            try:
+                mfd = os.open(f"{datadir}/{meta}", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    mmeta, _, _ = read_file_meta(mfd, os.fstat(mfd).st_size)
+                finally:
+                    os.close(mfd)
+            except FileNotFoundError:
+                mmeta = None
+            if mmeta is not None:
+                r.headers = {k: v for k, v in r.headers.items() if not is_post_replaced(k)}
+                r.headers.update(mmeta.get("headers", {}))
+                r.meta_timestamp = mmeta.get("ts")
+        return r
+
+    @property
+    def etag(self) -> str:
+        return self.meta.get("etag", "")
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", "")
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the body, every touched block verified first."""
+        if self.small_body is not None:
+            return self.small_body[start:end]
+        first_block = start // BLOCK_SIZE
+        last_block = (end - 1) // BLOCK_SIZE
+        offset = first_block * BLOCK_SIZE
+        want = min((last_block + 1) * BLOCK_SIZE, self.body_len) - offset
+        data = os.pread(self.fd, want, offset)
+        if len(data) != want:
+            raise DiskFileCorrupt("short read")
+        verify_blocks(data, first_block, self.crcs)
+        if start == offset and end - start == len(data):
+            return data
+        return data[start - offset:end - offset]
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def verify_blocks(data: bytes, first_block: int, crcs: array) -> None:
+    mv = memoryview(data)
+    for i in range(0, len(data), BLOCK_SIZE):
+        if zlib.crc32(mv[i:i + BLOCK_SIZE]) != crcs[first_block + i // BLOCK_SIZE]:
+            raise DiskFileCorrupt(f"block {first_block + i // BLOCK_SIZE} fails its CRC")
+
+
+def audit_file(datadir: str, bytes_per_second: float = 0) -> str | None:
+    """Full check of an object's current data file; returns a reason if corrupt, else None."""
+    r = ObjectReader(datadir)
+    try:
+        r = ObjectReader.open(datadir)
+        if r.timestamp is None or r.deleted:
+            return None
+        md5 = hashlib.md5()
+        pos = 0
+        started = time.monotonic()
+        while pos < r.body_len:
+            chunk = r.read_range(pos, min(pos + 4 * BLOCK_SIZE, r.body_len))
+            md5.update(chunk)
+            pos += len(chunk)
+            if bytes_per_second:
+                ahead = pos / bytes_per_second - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        if md5.hexdigest() != r.etag:
+            return f"md5 {md5.hexdigest()} does not match ETag {r.etag}"
+        return None
+    except DiskFileCorrupt as exc:
+        return str(exc)
+    finally:
+        r.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+class ObjectWriter:
+    """A file being written in tmp/, committed by rename. All methods block."""
+
+    def __init__(self, dev_path: str, size_hint: int | None = None):
+        self.dev_path = dev_path
+        self.tmp_path = f"{dev_path}/tmp/{uuid.uuid4().hex}"
+        try:
+            self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              0o644)
+        except FileNotFoundError:
+            os.makedirs(f"{dev_path}/tmp", exist_ok=True)
+            self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              0o644)
+        self.md5 = hashlib.md5()
+        self.crcs = array("I")
+        self._crc = 0
+        self._in_block = 0
+        self.length = 0
+        self.fallocated = bool(size_hint and size_hint > BLOCK_SIZE)
+        if self.fallocated:
+            try:
+                os.posix_fallocate(self.fd, 0, size_hint)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    self.abort()
+                    raise
+        self.committed = False
+
+    def write(self, data) -> None:
+        mv = memoryview(data)
+        n = len(mv)
+        if not n:
+            return
+        self.md5.update(mv)
+        pos = 0
+        while pos < n:
+            take = min(BLOCK_SIZE - self._in_block, n - pos)
+            self._crc = zlib.crc32(mv[pos:pos + take], self._crc)
+            self._in_block += take
+            pos += take
+            if self._in_block == BLOCK_SIZE:
+                self.crcs.append(self._crc)
+                self._crc = 0
+                self._in_block = 0
+        written = 0
+        while written < n:
+            written += os.write(self.fd, mv[written:])
+        self.length += n
+
+    def etag(self) -> str:
+        return self.md5.hexdigest()
+
+    def commit(self, datadir: str, timestamp: str, ext: str, meta: dict) -> None:
+        """Append the trailer, fdatasync, rename into place, fsync the directory."""
+        if self._in_block:
+            self.crcs.append(self._crc)
+            self._in_block = 0
+        meta = dict(meta)
+        meta["len"] = self.length
+        meta["crc"] = _crc_bytes(self.crcs)
+        raw = msgpack.packb(meta)
+        trailer = raw + TRAILER.pack(len(raw), MAGIC)
+        os.pwrite(self.fd, trailer, self.length)
+        if self.fallocated:
+            final_size = self.length + len(trailer)
+            if os.fstat(self.fd).st_size != final_size:
+                os.ftruncate(self.fd, final_size)  # fallocate reserved more than we wrote
+        os.fdatasync(self.fd)
+        target = f"{datadir}/{timestamp}{ext}"
+        try:
+            os.rename(self.tmp_path, target)
+        except FileNotFoundError:
+            os.makedirs(datadir, exist_ok=True)
+            os.rename(self.tmp_path, target)
+        fsync_dir(datadir)
+        os.close(self.fd)
+        self.fd = None
+        self.committed = True
+        cleanup_dir(datadir)
+        suffix_dir = os.path.dirname(datadir)
+        invalidate_suffix(os.path.dirname(suffix_dir), os.path.basename(suffix_dir))
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if not self.committed:
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
+
+
+def newest_timestamp(datadir: str) -> tuple[str | None, str | None]:
+    """(timestamp of the current .data/.ts, timestamp of the newest .meta) in a hash dir."""
+    state, meta, _ = scan_dir(datadir)
+    return (state.rsplit(".", 1)[0] if state else None,
+            meta.rsplit(".", 1)[0] if meta else None)
+
+
+def clean_tmp(dev_path: str, older_than: float) -> int:
+    """Remove leftovers of writes that never completed (a crash, a killed process)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        names = os.listdir(f"{dev_path}/tmp")
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = f"{dev_path}/tmp/{name}"
+        try:
+            if os.stat(path).st_mtime < cutoff:
+                os.unlink(path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,0 +1,164 @@
+"""Pure pieces of the proxy: ranges, conditions, ACLs, temp-URL signatures, settings, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+from types import SimpleNamespace
+
+import pytest
+
+from stratus.config import ConfigError
+from stratus.objectstore.proxy.auth import KeystoneAuth, parse_acl, parse_signature, validate_acl
+from stratus.objectstore.proxy.core import Info, check_metadata
+from stratus.objectstore.proxy.http import ASGIAdapter, Req, SwiftError, fault, split_source
+from stratus.objectstore.proxy.large import check_conditions, parse_range, slo_etag
+from stratus.objectstore.proxy.settings import ObjectStoreSettings
+from stratus.objectstore.proxy.versioning import archive_prefix
+
+
+def test_parse_range_forms():
+    assert parse_range("bytes=0-9", 100) == [(0, 10)]
+    assert parse_range("bytes=90-", 100) == [(90, 100)]
+    assert parse_range("bytes=-5", 100) == [(95, 100)]
+    assert parse_range("bytes=0-0,50-59", 100) == [(0, 1), (50, 60)]
+    assert parse_range("bytes=200-300", 100) == []
+    assert parse_range("bytes=5-1", 100) is None      # malformed → whole object
+    assert parse_range("items=0-1", 100) is None
+    assert parse_range(None, 100) is None
+    assert parse_range("bytes=0-999", 100) == [(0, 100)]
+
+
+def test_conditions():
+    lm = "Sat, 21 Nov 2026 07:00:00 GMT"
+    assert check_conditions({"if-match": '"abc"'}, "abc", lm) is None
+    assert check_conditions({"if-match": "zzz"}, "abc", lm) == 412
+    assert check_conditions({"if-match": "*"}, "abc", lm) is None
+    assert check_conditions({"if-none-match": "abc"}, "abc", lm) == 304
+    assert check_conditions({"if-modified-since": lm}, "abc", lm) == 304
+    assert check_conditions({"if-modified-since": "Sat, 21 Nov 2026 06:00:00 GMT"}, "abc", lm) is None
+    assert check_conditions({"if-unmodified-since": "Sat, 21 Nov 2026 06:00:00 GMT"}, "abc", lm) == 412
+
+
+def test_slo_etag_matches_swift_rule():
+    segs = [{"hash": "a" * 32}, {"hash": "b" * 32, "range": "0-9"}]
+    expected = hashlib.md5(("a" * 32 + "b" * 32 + ":0-9;").encode()).hexdigest()
+    assert slo_etag(segs) == expected
+
+
+def test_acl_parsing_and_validation():
+    refs, groups = parse_acl(".r:*, .rlistings, proj:user, *:bob")
+    assert refs == ["*"] and groups == [".rlistings", "proj:user", "*:bob"]
+    validate_acl(".r:*,.rlistings,p:u", "X-Container-Read")
+    with pytest.raises(SwiftError) as exc:
+        validate_acl(".bogus", "X-Container-Read")
+    assert exc.value.status == 400
+
+
+def _ctx(project_id="p1", roles=("member",), user="u1"):
+    return SimpleNamespace(project_id=project_id, project_name="pname", user_id=user,
+                           user_name="uname", roles=list(roles))
+
+
+def _req(method, path, ctx):
+    return Req(method, path, {}, {}, None, {"ctx": ctx})
+
+
+def test_authorize_owner_reseller_acl_and_anonymous():
+    auth = KeystoneAuth(app=None)
+    info = Info(204, {"x-container-read": "p2:u2", "x-container-write": ""}, 10)
+    auth.authorize(_req("PUT", "/v1/AUTH_p1/c/o", _ctx()), info)            # owner
+    auth.authorize(_req("PUT", "/v1/AUTH_p1/c/o", _ctx("p9", ("ResellerAdmin",))), info)
+    auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", _ctx("p2", ("member",), "u2")), info)
+    with pytest.raises(SwiftError) as exc:
+        auth.authorize(_req("PUT", "/v1/AUTH_p1/c/o", _ctx("p2", ("member",), "u2")), info)
+    assert exc.value.status == 403
+    with pytest.raises(SwiftError) as exc:
+        auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", None), info)
+    assert exc.value.status == 401
+    with pytest.raises(SwiftError):
+        auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", _ctx("p1", ("other",))), info)
+    reader = _ctx("p1", ("reader",))
+    auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", reader), info)
+    with pytest.raises(SwiftError):
+        auth.authorize(_req("DELETE", "/v1/AUTH_p1/c/o", reader), info)
+    public = Info(204, {"x-container-read": ".r:*"}, 10)
+    auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", None), public)
+    with pytest.raises(SwiftError):  # listing needs .rlistings
+        auth.authorize(_req("GET", "/v1/AUTH_p1/c", None), public)
+
+
+def test_tempurl_signature_forms():
+    raw = hmac.new(b"k", b"GET\n1\n/v1/a/c/o", hashlib.sha256).digest()
+    assert parse_signature(raw.hex()) == ("sha256", raw)
+    b64 = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert parse_signature("sha256:" + b64) == ("sha256", raw)
+    assert parse_signature("a" * 40)[0] == "sha1"
+    assert parse_signature("a" * 128)[0] == "sha512"
+    for bad in ("abc", "md5:xxxx", "z" * 64):
+        with pytest.raises(SwiftError):
+            parse_signature(bad)
+
+
+def test_metadata_limits_and_names():
+    check_metadata({"x-object-meta-a": "b"}, "object")
+    with pytest.raises(SwiftError):
+        check_metadata({"x-object-meta-" + "a" * 129: "b"}, "object")
+    with pytest.raises(SwiftError):
+        check_metadata({"x-object-meta-a": "b" * 257}, "object")
+    with pytest.raises(SwiftError):
+        check_metadata({f"x-object-meta-{i}": "v" for i in range(91)}, "object")
+    assert split_source("/c/o/p") == ("c", "o/p")
+    assert split_source("c%20x/o") == ("c x", "o")
+    with pytest.raises(SwiftError):
+        split_source("justcontainer")
+    assert archive_prefix("o") == "001o/" and archive_prefix("x" * 300) == "12c" + "x" * 300 + "/"
+
+
+def test_request_path_split():
+    r = Req("GET", "/v1/AUTH_a/c/o/with/slashes", {}, {})
+    assert (r.version, r.account, r.container, r.obj) == ("v1", "AUTH_a", "c", "o/with/slashes")
+    r = Req("GET", "/v1/AUTH_a/c/", {}, {})
+    assert (r.container, r.obj) == ("c", None)
+    r = Req("GET", "/v1/AUTH_a", {}, {})
+    assert (r.account, r.container) == ("AUTH_a", None)
+    with pytest.raises(SwiftError):
+        _ = Req("PUT", "/v1/a/c/o", {}, {"content-length": "-1"}).content_length
+
+
+def test_settings_validation(tmp_path):
+    s = ObjectStoreSettings.from_section({}, tmp_path)
+    assert s.ring_dir == str(tmp_path / "objectstore" / "rings") and s.replicas == 3
+    s = ObjectStoreSettings.from_section({"devices_per_node": "1,1", "run_nodes": "false"}, tmp_path)
+    assert s.devices_per_node == [1, 1] and s.run_nodes is False
+    for bad in ({"nope": 1}, {"replicas": 0}, {"devices_per_node": [0]}, {"max_file_size": "x"},
+                {"part_power": 30}):
+        with pytest.raises(ConfigError) as exc:
+            ObjectStoreSettings.from_section(bad, tmp_path)
+        assert "objectstore." in str(exc.value)
+
+
+def test_faults_are_swift_html_and_adapter_adds_trans_id():
+    f = fault(404, "Container not found")
+    assert f.status == 404 and b"<h1>Not Found</h1>" in f.body
+
+    async def pipeline(req):
+        raise SwiftError(409, "conflict here")
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/AUTH_a/c", "raw_path": b"/v1/AUTH_a/c",
+             "query_string": b"", "headers": [], "stratus.request_id": "txabc-1"}
+    asyncio.run(ASGIAdapter(pipeline)(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 409 and headers[b"x-trans-id"] == b"txabc-1"
+    assert headers[b"x-openstack-request-id"] == b"txabc-1"
+    assert b"conflict here" in sent[1]["body"]

@@ -1,0 +1,274 @@
+"""On-disk formats and the pure logic of the storage node, without processes."""
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from stratus.objectstore.nodeclient import quorum_status
+from stratus.objectstore.storage import diskfile
+from stratus.objectstore.storage.db import AccountBroker, ContainerBroker
+from stratus.objectstore.storage.diskfile import (BLOCK_SIZE, DiskFileCorrupt, ObjectReader,
+                                                  ObjectWriter)
+from stratus.objectstore.storage.server import parse_range
+
+
+def ts(x: float) -> str:
+    return "%016.05f" % x
+
+
+def write_object(dev, part, hash_hex, body, timestamp, ext=diskfile.DATA, headers=None):
+    datadir = diskfile.object_dir(str(dev), part, hash_hex)
+    w = ObjectWriter(str(dev), len(body))
+    try:
+        w.write(body)
+        w.commit(datadir, timestamp, ext, {"name": "/a/c/o", "ts": timestamp,
+                                           "etag": w.etag(), "headers": headers or {}})
+    finally:
+        w.abort()
+    return datadir
+
+
+@pytest.fixture
+def dev(tmp_path):
+    d = tmp_path / "sda"
+    (d / "tmp").mkdir(parents=True)
+    return d
+
+
+HASH = "0123456789abcdef0123456789abcabc"
+
+
+def test_object_roundtrip_multi_block(dev):
+    body = os.urandom(2 * BLOCK_SIZE + 777)
+    datadir = write_object(dev, 5, HASH, body, ts(100), headers={"content-type": "x/y"})
+    r = ObjectReader.open(datadir)
+    try:
+        assert r.timestamp == ts(100) and r.body_len == len(body)
+        assert r.etag == hashlib.md5(body).hexdigest()
+        assert r.headers == {"content-type": "x/y"}
+        assert len(r.crcs) == 3 and r.small_body is None
+        assert r.read_range(0, len(body)) == body
+        assert r.read_range(BLOCK_SIZE - 3, BLOCK_SIZE + 5) == body[BLOCK_SIZE - 3:BLOCK_SIZE + 5]
+    finally:
+        r.close()
+    assert not os.listdir(dev / "tmp")
+
+
+def test_small_object_comes_with_the_metadata_read(dev):
+    datadir = write_object(dev, 1, HASH, b"tiny", ts(1))
+    r = ObjectReader.open(datadir)
+    assert r.small_body == b"tiny"
+    r.close()
+
+
+def test_newest_file_wins_and_old_ones_are_removed(dev):
+    datadir = write_object(dev, 1, HASH, b"old", ts(1))
+    write_object(dev, 1, HASH, b"new", ts(2))
+    assert os.listdir(datadir) == [ts(2) + ".data"]
+    write_object(dev, 1, HASH, b"", ts(3), ext=diskfile.TOMBSTONE)
+    assert os.listdir(datadir) == [ts(3) + ".ts"]  # even an old tombstone survives its write
+    r = ObjectReader.open(datadir)
+    assert r.deleted and r.timestamp == ts(3)
+    # list_suffix (what replication compares) keeps it; only hashing reclaims old tombstones
+    assert diskfile.list_suffix(str(dev / "objects" / "1"), HASH[-3:]) == {
+        HASH: [ts(3) + ".ts"]}
+
+
+def test_meta_file_overrides_user_metadata_only(dev):
+    datadir = write_object(dev, 1, HASH, b"x", ts(1),
+                           headers={"content-type": "a/b", "x-object-meta-old": "1",
+                                    "x-object-sysmeta-keep": "k"})
+    write_object(dev, 1, HASH, b"", ts(2), ext=diskfile.META,
+                 headers={"x-object-meta-new": "2"})
+    r = ObjectReader.open(datadir)
+    assert r.headers == {"x-object-sysmeta-keep": "k", "x-object-meta-new": "2"}
+    r.close()
+
+
+def test_flipped_byte_is_caught_before_it_is_read_and_by_the_auditor(dev):
+    body = os.urandom(BLOCK_SIZE + 10)
+    datadir = write_object(dev, 1, HASH, body, ts(1))
+    path = os.path.join(datadir, os.listdir(datadir)[0])
+    with open(path, "r+b") as fh:
+        fh.seek(BLOCK_SIZE + 3)
+        fh.write(bytes([body[BLOCK_SIZE + 3] ^ 1]))
+    r = ObjectReader.open(datadir)
+    assert r.read_range(0, 100) == body[:100]  # the first block is still good
+    with pytest.raises(DiskFileCorrupt):
+        r.read_range(BLOCK_SIZE, BLOCK_SIZE + 10)
+    r.close()
+    assert "CRC" in diskfile.audit_file(datadir)
+    target = diskfile.quarantine(str(dev), datadir)
+    assert target and not os.path.exists(datadir)
+    assert "quarantined" in target
+
+
+def test_broken_trailer_is_corrupt(dev):
+    datadir = write_object(dev, 1, HASH, b"hello", ts(1))
+    path = os.path.join(datadir, os.listdir(datadir)[0])
+    with open(path, "r+b") as fh:
+        fh.seek(-2, os.SEEK_END)
+        fh.write(b"XX")
+    with pytest.raises(DiskFileCorrupt):
+        ObjectReader.open(datadir)
+
+
+def test_partition_hashes_follow_changes(dev):
+    part_dir = str(dev / "objects" / "7")
+    write_object(dev, 7, HASH, b"a", ts(1))
+    first = diskfile.get_hashes(part_dir)
+    assert set(first) == {HASH[-3:]}
+    assert diskfile.get_hashes(part_dir) == first  # cached, unchanged
+    write_object(dev, 7, HASH, b"b", ts(2))
+    second = diskfile.get_hashes(part_dir)
+    assert second[HASH[-3:]] != first[HASH[-3:]]
+    listing = diskfile.list_suffix(part_dir, HASH[-3:])
+    assert listing == {HASH: [ts(2) + ".data"]}
+
+
+def test_old_tombstones_are_reclaimed(dev):
+    datadir = write_object(dev, 1, HASH, b"", ts(time.time() - 1000), ext=diskfile.TOMBSTONE)
+    part_dir = str(dev / "objects" / "1")
+    assert diskfile.get_hashes(part_dir, reclaim_age=100) == {}
+    assert not os.path.exists(datadir)
+
+
+@pytest.mark.parametrize("header,length,expected", [
+    ("bytes=0-9", 100, [(0, 10)]),
+    ("bytes=90-", 100, [(90, 100)]),
+    ("bytes=-5", 100, [(95, 100)]),
+    ("bytes=-500", 100, [(0, 100)]),
+    ("bytes=0-0,50-60", 100, [(0, 1), (50, 61)]),
+    ("bytes=95-200", 100, [(95, 100)]),
+    ("bytes=100-", 100, []),
+    ("bytes=5-2", 100, None),
+    ("items=0-1", 100, None),
+    ("bytes=x-y", 100, None),
+])
+def test_parse_range(header, length, expected):
+    assert parse_range(header, length) == expected
+
+
+def test_quorum_status():
+    assert quorum_status([201, 201, 503], 3) == 201
+    assert quorum_status([201, 503, 503], 3) == 503
+    assert quorum_status([404, 404, 204], 3) == 404
+    assert quorum_status([409, 201, 409], 3) == 409
+    assert quorum_status([], 3) == 503
+
+
+@pytest.fixture
+def container(tmp_path):
+    b = ContainerBroker(str(tmp_path / "c" / "c.db"))
+    assert b.initialize("AUTH_a", "c", ts(1))
+    assert not b.initialize("AUTH_a", "c", ts(1))
+    yield b
+    b.close()
+
+
+def test_container_rows_merge_by_timestamp_in_any_order(container):
+    rows = [("o", ts(3), 10, "t", "e3", 0), ("o", ts(2), 99, "t", "e2", 0),
+            ("p", ts(1), 5, "t", "e", 0), ("p", ts(4), 0, "", "", 1)]
+    container.merge_items(rows)
+    info = container.get_info()
+    assert (info["object_count"], info["bytes_used"]) == (1, 10)
+    # applying the same rows again, reversed, changes nothing
+    assert container.merge_items(list(reversed(rows))) == 0
+    assert container.list_objects(10) == [("o", ts(3), 10, "t", "e3")]
+
+
+def test_container_listing_rules(container):
+    names = ["a", "a/1", "a/2", "a0", "b/x/1", "b/y", "c"]
+    container.merge_items([(n, ts(1), 1, "t", "e", 0) for n in names])
+
+    def names_of(**kw):
+        return [r[1] if r[0] == "subdir" else r[0] for r in
+                container.list_objects(kw.pop("limit", 100), **kw)]
+
+    assert names_of() == names
+    assert names_of(delimiter="/") == ["a", "a/", "a0", "b/", "c"]
+    assert names_of(delimiter="/", limit=2) == ["a", "a/"]
+    assert names_of(prefix="b/", delimiter="/") == ["b/x/", "b/y"]
+    assert names_of(marker="a0") == ["b/x/1", "b/y", "c"]
+    assert names_of(end_marker="a0") == ["a", "a/1", "a/2"]
+    assert names_of(reverse=True, marker="b/y") == ["b/x/1", "a0", "a/2", "a/1", "a"]
+    assert names_of(reverse=True, delimiter="/") == ["c", "b/", "a0", "a/", "a"]
+    assert names_of(prefix="a", limit=2) == ["a", "a/1"]
+
+
+def test_container_metadata_and_delete_state(container):
+    container.update_metadata({"x-container-meta-a": ("1", ts(5))})
+    container.update_metadata({"x-container-meta-a": ("old", ts(4))})
+    assert container.get_info()["metadata"]["x-container-meta-a"] == ["1", ts(5)]
+    container.mark_deleted(ts(6))
+    assert container.is_deleted()
+    container.update_put_timestamp(ts(7))
+    assert not container.is_deleted()
+
+
+def test_account_rows_keep_newest_timestamps_and_stats(tmp_path):
+    b = AccountBroker(str(tmp_path / "a.db"))
+    b.initialize("AUTH_a", None, ts(1))
+    b.merge_items([("c1", ts(1), "0", 3, 30, 0, ts(10)), ("c2", ts(1), "0", 1, 1, 0, ts(10))])
+    b.merge_items([("c1", ts(1), "0", 2, 20, 0, ts(9))])  # older stats report: ignored
+    info = b.get_info()
+    assert (info["container_count"], info["object_count"], info["bytes_used"]) == (2, 4, 31)
+    b.merge_items([("c2", ts(1), ts(2), 0, 0, 0, ts(11))])  # deleted container
+    info = b.get_info()
+    assert (info["container_count"], info["object_count"], info["bytes_used"]) == (1, 3, 30)
+    assert [r[0] for r in b.list_containers(10)] == ["c1"]
+    b.close()
+
+
+def test_update_targets_cover_every_container_replica():
+    from stratus.objectstore.nodeclient import update_target_headers
+    nodes = [{"ip": "10.0.0.%d" % i, "port": 6200, "device": f"d{i}"} for i in range(3)]
+    three = update_target_headers("container", 3, nodes, 7, {"X-Timestamp": "1"})
+    assert [h["X-Container-Host"] for h in three] == [
+        "10.0.0.0:6200", "10.0.0.1:6200", "10.0.0.2:6200"]
+    assert all(h["X-Container-Partition"] == "7" and h["X-Timestamp"] == "1" for h in three)
+    two = update_target_headers("container", 2, nodes, 7)
+    assert two[0]["X-Container-Host"] == "10.0.0.0:6200,10.0.0.2:6200"
+    assert two[0]["X-Container-Device"] == "d0,d2"
+    assert two[1]["X-Container-Host"] == "10.0.0.1:6200"
+    four = update_target_headers("account", 4, nodes, 1)
+    assert [h["X-Account-Device"] for h in four] == ["d0", "d1", "d2", "d0"]
+
+
+def test_listing_dates_are_exact_and_fast():
+    from stratus.objectstore.storage.common import iso_date
+    assert iso_date("1700000000.12345") == "2023-11-14T22:13:20.123450"
+    assert iso_date(1700000000.5) == "2023-11-14T22:13:20.500000"
+    assert iso_date("0000000001.00000") == "1970-01-01T00:00:01.000000"
+    stamps = ["%016.05f" % (1700000000 + i * 0.001) for i in range(10000)]
+    start = time.perf_counter()
+    for s in stamps:
+        iso_date(s)
+    assert time.perf_counter() - start < 0.1  # a 10,000-row listing must not spend long here
+
+
+def test_db_hash_depends_on_rows_not_on_their_order(tmp_path):
+    rows = [("o%d" % i, ts(i + 1), i, "t", "e%d" % i, 0) for i in range(20)]
+    a = ContainerBroker(str(tmp_path / "a.db"))
+    b = ContainerBroker(str(tmp_path / "b.db"))
+    a.initialize("A", "c", ts(1))
+    b.initialize("A", "c", ts(1))
+    a.merge_items(rows)
+    for row in reversed(rows):
+        b.merge_items([row])
+    b.merge_items(rows[:5])  # replays change nothing
+    assert a.get_info()["hash"] == b.get_info()["hash"] != "0" * 32
+    a.merge_items([("o3", ts(100), 0, "", "", 1)])
+    assert a.get_info()["hash"] != b.get_info()["hash"]
+    b.merge_items([("o3", ts(100), 0, "", "", 1)])
+    assert a.get_info()["hash"] == b.get_info()["hash"]
+    # reclaiming the tombstone leaves the hash of the rows that remain
+    assert a.reclaim(ts(1000)) == 1
+    c = ContainerBroker(str(tmp_path / "c.db"))
+    c.initialize("A", "c", ts(1))
+    c.merge_items([r for r in rows if r[0] != "o3"])
+    assert a.get_info()["hash"] == c.get_info()["hash"]
+    for broker in (a, b, c):
+        broker.close()
