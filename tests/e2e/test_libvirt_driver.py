@@ -76,6 +76,11 @@ class Harness:
         self.created: list[str] = []
         self.images: dict[str, Path] = {"stratus-test": image}
         self.fetches: list[str] = []
+        self.virt = None  # opened by start(): libvirtd may only be running once init_host has run
+
+    def start(self) -> None:
+        """init_host starts libvirtd (scripts/start-libvirtd.sh) on a host where it is not running."""
+        self.run(self.driver.init_host("e2e-host"), timeout=120)
         self.virt = libvirt.open("qemu:///system")
 
     def run(self, coro, timeout: float = 180.0):
@@ -127,6 +132,8 @@ class Harness:
             except Exception:
                 pass
             try:  # belt and braces: whatever the driver did, no domain of ours survives
+                if self.virt is None:
+                    continue
                 dom = self.virt.lookupByUUIDString(uuid)
                 if dom.isActive():
                     dom.destroy()
@@ -134,7 +141,8 @@ class Harness:
             except libvirt.libvirtError:
                 pass
         self.run(self.driver.close())
-        self.virt.close()
+        if self.virt is not None:
+            self.virt.close()
         self.loop.close()
 
 
@@ -157,7 +165,7 @@ def harness(tmp_path_factory):
     image = build(_cache_dir())["qcow2"]
     h = Harness(tmp_path_factory.mktemp("libvirt"), Path(image))
     try:
-        h.run(h.driver.init_host("e2e-host"), timeout=120)
+        h.start()
         yield h
     finally:
         h.cleanup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,9 +39,23 @@ def _silence_libvirt_errors(_ctx, _err) -> None:
 libvirt.registerErrorHandler(_silence_libvirt_errors, None)
 
 
+def libvirtd_answers(socket_path: Path = LIBVIRT_SOCKET) -> bool:
+    """True when something accepts connections on libvirtd's socket. The file alone proves
+    nothing: a daemon that was killed leaves it behind, and connections to it are refused."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(socket_path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def ensure_libvirtd(uri: str = DEFAULT_URI, script: Path = START_SCRIPT, timeout: float = 60.0) -> None:
     """Start libvirtd and virtlogd with scripts/start-libvirtd.sh when the system socket is missing."""
-    if uri != DEFAULT_URI or LIBVIRT_SOCKET.is_socket():
+    if uri != DEFAULT_URI or libvirtd_answers():
         return
     if not script.exists():
         raise DriverError(f"libvirtd is not running ({LIBVIRT_SOCKET} missing) and {script} was not found")
