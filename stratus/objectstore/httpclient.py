@@ -9,6 +9,9 @@ directions with flow control, one request at a time per connection.
     resp = await client.request("127.0.0.1", 6200, "GET", "/sda/12/AUTH_a/c/o")
     async for chunk in resp.iter_body(): ...      # or: body = await resp.read()
 
+Body pieces are bytes-like (``bytes`` or a ``memoryview``): a large body is read by the event
+loop straight into 1 MiB buffers and handed out without a copy (see :class:`_Connection`).
+
 A response must be fully read or ``close()``d; a fully read response returns its connection
 to the pool. Errors are :class:`NodeConnectionError` (connect/IO failure, including a
 response truncated before its announced length) and :class:`asyncio.TimeoutError`.
@@ -23,20 +26,34 @@ from typing import AsyncIterable, Iterable
 import httptools
 
 _READ_HIGH_WATER = 4 << 20  # pause the socket when this much response body is buffered
+_BODY_CHUNK = 1 << 20       # a response body is read straight into buffers of this size...
+_HANDOFF = 256 << 10        # ...and handed to a waiting reader once this much is in one
+_SCRATCH_SIZE = 64 << 10    # status line, headers, small and chunked bodies: read here, parsed
 
 
 class NodeConnectionError(ConnectionError):
     """The node could not be reached, or the connection broke mid-response."""
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, key):
+class _Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection and the response in flight on it.
+
+    The status line and headers (and chunked or small bodies) are read into the client's
+    scratch buffer and parsed by httptools. Once the headers of a response with a
+    Content-Length are parsed, the rest of its body bypasses the parser: the event loop reads
+    it straight into fresh ``_BODY_CHUNK`` buffers that are handed to the reader as
+    memoryviews (no copy in Python). A handed-over slice is never written again, so a reader
+    may keep it (or give it to another transport) as long as it likes.
+    """
+
+    def __init__(self, key, scratch: bytearray):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._write_ok = asyncio.Event()
         self._write_ok.set()
         self._parser = None
+        self._scratch = memoryview(scratch)
         self._reset_response()
 
     # connection lifecycle ----------------------------------------------------------------
@@ -46,6 +63,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.closed = True
         self._write_ok.set()
+        self._hand_over()  # bytes the node sent before it stopped are good: give them out
         if not self.complete:
             self.error = NodeConnectionError(f"connection to {self.key} lost: {exc or 'closed'}")
         self._wake()
@@ -56,19 +74,47 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self):
         self._write_ok.set()
 
-    def data_received(self, data):
+    def get_buffer(self, sizehint):
+        if self._raw_left:
+            chunk = self._chunk
+            if chunk is None or self._filled == len(chunk):
+                chunk = self._chunk = bytearray(min(self._raw_left, _BODY_CHUNK))
+                self._filled = self._handed = 0
+            return memoryview(chunk)[self._filled:]
+        return self._scratch
+
+    def buffer_updated(self, nbytes):
         self.received_any = True
+        if self._raw_left:
+            self._filled += nbytes
+            self._raw_left -= nbytes
+            self.buffered += nbytes
+            if not self._raw_left:
+                self.complete = True
+                self._parser = None
+            if (self.complete or self._filled == len(self._chunk)
+                    or (self._waiter is not None and self._filled - self._handed >= _HANDOFF)):
+                # a full buffer, the end, or enough for a reader that is waiting: fewer and
+                # larger pieces cost less per byte than one per socket read
+                self._hand_over()
+                self._wake()
+            self._check_pause()
+            return
         if self._parser is None:
             # unexpected bytes with no request outstanding: the connection is unusable
             self.transport.close()
             return
         try:
-            self._parser.feed_data(data)
+            self._parser.feed_data(self._scratch[:nbytes])
         except httptools.HttpParserUpgrade:
             pass
         except httptools.HttpParserError as exc:
             self.error = NodeConnectionError(f"bad response from {self.key}: {exc}")
             self.transport.close()
+        else:
+            if self._length is not None and self.headers_done and not self.complete:
+                # the rest of this body goes straight into body buffers (see get_buffer)
+                self._raw_left = self._length - self._parsed_body
         self._wake()
 
     # response parsing ----------------------------------------------------------------------
@@ -88,6 +134,13 @@ class _Connection(asyncio.Protocol):
         self.stream_started = False
         self._waiter: asyncio.Future | None = None
         self._paused = False
+        self._length: int | None = None   # Content-Length of the response being parsed
+        self._chunked = False
+        self._parsed_body = 0             # body bytes that went through the parser
+        self._raw_left = 0                # body bytes still to read past the parser
+        self._chunk: bytearray | None = None
+        self._filled = 0
+        self._handed = 0
 
     def start_response(self, head_request: bool):
         self._reset_response()
@@ -95,25 +148,34 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
 
     def on_header(self, name: bytes, value: bytes):
-        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        name = name.decode("latin-1").lower()
+        value = value.decode("latin-1")
+        if name == "content-length" and value.isdigit():
+            self._length = int(value)
+        elif name == "transfer-encoding":
+            self._chunked = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self):
         self.status = self._parser.get_status_code()
         if self.status == 100:
             self.headers = []
+            self._length = None
+            self._chunked = False
             return
         self.headers_done = True
         self.keep_alive = self._parser.should_keep_alive() and not self.sent_partial
+        if self.head_request or self.status in (204, 304) or self._chunked:
+            self._length = None  # no body, or one the parser must decode
         if self.head_request:
             self.complete = True
             self._parser = None
 
     def on_body(self, body: bytes):
+        self._parsed_body += len(body)
         self.body.append(body)
         self.buffered += len(body)
-        if self.buffered > _READ_HIGH_WATER and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
+        self._check_pause()
 
     def on_message_complete(self):
         if self.status == 100:
@@ -121,6 +183,23 @@ class _Connection(asyncio.Protocol):
             return
         self.complete = True
         self._parser = None
+
+    def hand_over_partial(self) -> bool:
+        """Give a reader that found nothing the bytes read so far, if they are worth a send."""
+        if self._filled - self._handed >= _HANDOFF:
+            self._hand_over()
+            return True
+        return False
+
+    def _hand_over(self):
+        if self._chunk is not None and self._filled > self._handed:
+            self.body.append(memoryview(self._chunk)[self._handed:self._filled])
+            self._handed = self._filled
+
+    def _check_pause(self):
+        if self.buffered > _READ_HIGH_WATER and not self._paused and not self.closed:
+            self._paused = True
+            self.transport.pause_reading()
 
     def _wake(self):
         w = self._waiter
@@ -134,11 +213,11 @@ class _Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
-    def take_body(self) -> bytes:
-        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
-        self.body.clear()
-        self.buffered = 0
-        if self._paused and not self.closed:
+    def take_chunk(self):
+        """The oldest buffered piece of body (bytes or a memoryview)."""
+        data = self.body.popleft()
+        self.buffered -= len(data)
+        if self._paused and not self.closed and self.buffered <= _READ_HIGH_WATER // 2:
             self._paused = False
             self.transport.resume_reading()
         return data
@@ -172,12 +251,14 @@ class Response:
         try:
             while True:
                 if conn.body:
-                    yield conn.take_body()
+                    yield conn.take_chunk()
                     continue
                 if conn.complete:
                     break
                 if conn.error is not None:
                     raise conn.error
+                if conn.hand_over_partial():
+                    continue
                 await conn.wait_event(self._timeout)
         except BaseException:
             self.close()
@@ -186,6 +267,8 @@ class Response:
 
     async def read(self) -> bytes:
         chunks = [c async for c in self.iter_body()]
+        if len(chunks) == 1 and isinstance(chunks[0], bytes):
+            return chunks[0]
         return b"".join(chunks)
 
     def _finish(self):
@@ -218,6 +301,9 @@ class HttpClient:
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self._idle: dict[tuple[str, int], collections.deque] = {}
+        # shared by this client's connections: the event loop calls get_buffer and
+        # buffer_updated back to back, and the parser copies what it keeps
+        self._scratch = bytearray(_SCRATCH_SIZE)
 
     async def _connect(self, host: str, port: int, fresh: bool = False
                        ) -> tuple[_Connection, bool]:
@@ -230,7 +316,8 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection((host, port)), host, port),
+                loop.create_connection(lambda: _Connection((host, port), self._scratch),
+                                       host, port),
                 self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise NodeConnectionError(f"cannot connect to {host}:{port}: {exc!r}") from None

@@ -228,6 +228,8 @@ def add_commands(sub) -> None:
         def serve_or_node(args):
             if args.service == ["objectstore-node"]:
                 return _serve_node(args)
+            if args.service == [NAME]:
+                return _serve_proxy(args, previous)
             return previous(args)
 
         serve.set_defaults(func=serve_or_node)
@@ -265,6 +267,35 @@ def _ring_command(args) -> int:
     except ringmod.RingError as exc:
         print(f"stratus ring: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _serve_proxy(args, generic) -> int:
+    """``stratus serve objectstore``: the proxy without the database layer it never uses
+    (see :mod:`stratus.objectstore.proxy.server`); several workers take the generic path."""
+    from stratus import cli
+    from stratus.common import log as logmod
+
+    cli._apply_args_to_env(args)
+    cfg = cli.load_config()
+    if (args.workers or cfg["server"]["workers"]) > 1:
+        return generic(args)
+    from stratus.objectstore.proxy import server
+
+    logmod.setup(cfg["debug"])
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    password = server.service_password(cfg)
+    if password is None:
+        print(f"stratus serve objectstore: no service password: set [auth] service_password or "
+              f"use the state directory whose secrets.toml identity wrote "
+              f"({cfg.state_dir / 'secrets.toml'} is missing or has none)", file=sys.stderr)
+        return 2
+    runtime = server.ProxyRuntime(cfg, password)
+    try:
+        server.run(server.serve(cfg, runtime, bootstrap=args.bootstrap,
+                                on_started=lambda: cli._write_runfile(cfg, runtime)))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -1,0 +1,153 @@
+"""``stratus serve objectstore``: the proxy alone in its process, carrying only what it uses.
+
+The generic ``stratus serve`` builds the shared :class:`stratus.runtime.Runtime`, whose import
+loads the database layer (SQLAlchemy) and the policy engine; the object store uses neither,
+and they were ~20 MB of a ~70 MB proxy process. :class:`ProxyRuntime` is the part of the
+runtime the object store does use: configuration, the token validator (identity's API, its
+cache purged by revocations on the bus), the bus, and the object store's own start/stop
+(storage-node processes when ``[objectstore] run_nodes``). The app and its settings are the
+same as under ``stratus up``; uvicorn runs with the same options as ``stratus serve``, on
+uvloop.
+
+Several workers (``--workers N``) still go through the generic path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tomllib
+from pathlib import Path
+
+log = logging.getLogger("stratus.objectstore.server")
+
+
+class ProxyRuntime:
+    """What :mod:`stratus.objectstore.service` asks of a runtime, without databases."""
+
+    def __init__(self, config, service_password: str):
+        import httpx
+
+        from stratus.common.auth import ServiceCredentials
+        from stratus.common.bus import create_bus
+        from stratus.objectstore.service import NAME, SPEC
+
+        self.config = config
+        self.specs = [SPEC]
+        self.service_names = [NAME]
+        self._credentials = ServiceCredentials(config.identity_url, NAME, service_password,
+                                               client=httpx.AsyncClient(timeout=30))
+        self._validator = None
+        bus = config["bus"]
+        self.bus = create_bus(bus["transport"], bus["url"], default_timeout=bus["rpc_timeout"],
+                              debug=config["debug"], namespace=bus["namespace"])
+        self._stop = None
+
+    @property
+    def public_url(self) -> str:
+        return self.config.public_url
+
+    def validator(self, service: str):
+        if self._validator is None:
+            from stratus.common.auth import RemoteTokenValidator
+
+            self._validator = RemoteTokenValidator(self._credentials,
+                                                   ttl=self.config["auth"]["cache_ttl"])
+        return self._validator
+
+    def purge(self) -> None:
+        """Revocation broadcast: forget every cached token validation."""
+        if self._validator is not None:
+            self._validator.purge()
+
+    async def start(self) -> None:
+        from stratus.common.auth import REVOCATION_TOPIC, RevocationListener
+
+        await self.bus.start()
+        await self.bus.serve(REVOCATION_TOPIC, RevocationListener([self]), fanout=True)
+        self._stop = await self.specs[0].start(self)
+
+    async def stop(self) -> None:
+        if self._stop is not None:
+            try:
+                await self._stop()
+            except Exception:
+                log.exception("error stopping the object store")
+            self._stop = None
+        await self._credentials.client.aclose()
+        await self.bus.close()
+
+
+def service_password(config) -> str | None:
+    """``[auth] service_password``, else the one identity's first start wrote in
+    ``<state_dir>/secrets.toml`` (read only: a password made up here could not log in)."""
+    password = config["auth"]["service_password"]
+    if password:
+        return password
+    path = Path(config.state_dir) / "secrets.toml"
+    try:
+        return tomllib.loads(path.read_text()).get("service_password") or None
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+
+
+class ProxyProcessApp:
+    """The proxy app plus the process's start-up and shut-down (ASGI lifespan)."""
+
+    def __init__(self, runtime: ProxyRuntime):
+        from stratus.objectstore.service import create_app
+
+        self.runtime = runtime
+        self.app = create_app(runtime)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await self.runtime.start()
+                    except Exception as exc:
+                        log.exception("start-up failed")
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.runtime.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        return await self.app(scope, receive, send)
+
+
+def run(main) -> None:
+    """Run ``main`` on uvloop (``uvicorn.Config(loop=...)`` only applies when uvicorn makes
+    the loop itself; here the caller does)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+async def serve(config, runtime: ProxyRuntime, *, bootstrap: bool = False,
+                on_started=None) -> None:
+    import uvicorn
+
+    if bootstrap:
+        await runtime.specs[0].bootstrap(runtime)
+    server = uvicorn.Server(uvicorn.Config(
+        ProxyProcessApp(runtime), host=config["server"]["host"], port=config["server"]["port"],
+        loop="uvloop", http="httptools", lifespan="on", log_level="warning", access_log=False,
+        timeout_keep_alive=75))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise SystemExit(1)
+        await asyncio.sleep(0.02)
+    if on_started is not None:
+        on_started()
+    log.info("object store proxy is up at %s", config.public_url)
+    await serving
