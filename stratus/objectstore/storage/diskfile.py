@@ -25,9 +25,12 @@ its stored headers and ``crc``: the CRC-32 of each 1 MiB block of the body. Read
 CRC of every block *before* sending it (CRC-32 runs at several GB/s, md5 under 1 GB/s), so a
 node never sends a corrupt byte; the auditor checks the full md5 as well.
 
-Durability: a write goes to tmp/, is fdatasync'd, renamed into its hash directory and the
-directory fsync'd before success is reported. Everything here is blocking and runs in the
-node's thread pool.
+Durability: a write goes to tmp/, is fdatasync'd, renamed into its hash directory, and the
+hash directory (plus the parent of any directory the rename needed created) is fsync'd before
+commit returns, so a reported success survives a power cut. The syncs go through the device's
+group commit (durable.py): concurrent writers share journal commits instead of paying one
+each. Large bodies are written behind as they stream (durable.start_writeback), so the final
+fdatasync is short. Everything here is blocking and runs in the node's thread pool.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from array import array
 
 import msgpack
 
-from .common import fsync_dir
+from .durable import make_dirs, start_writeback, syncer_for, wait_writeback
 
 BLOCK_SIZE = 1 << 20
 TRAILER = struct.Struct(">I4s")
@@ -55,6 +58,10 @@ TAIL_READ = 64 * 1024  # first read from the end: metadata, and the whole body i
 DATA, TOMBSTONE, META = ".data", ".ts", ".meta"
 RECLAIM_AGE = 7 * 86400  # tombstones older than this are removed
 REHASH_AGE = 3600  # hashes.json older than this is recomputed from scratch
+# Large bodies: start writeback every WRITEBEHIND_CHUNK bytes and let at most
+# WRITEBEHIND_LAG bytes be in flight (dirty or being written) before a write waits for the disk.
+WRITEBEHIND_CHUNK = 4 << 20
+WRITEBEHIND_LAG = 32 << 20
 
 # Headers an object keeps besides X-Object-Meta-* and sysmeta. POST replaces the "user" ones.
 STORED_HEADERS = {"content-type", "content-encoding", "content-disposition", "content-language",
@@ -465,6 +472,8 @@ class ObjectWriter:
         self._crc = 0
         self._in_block = 0
         self.length = 0
+        self._writeback_started = 0  # bytes handed to the disk by start_writeback
+        self._writeback_waited = 0   # bytes known written back
         self.fallocated = bool(size_hint and size_hint > BLOCK_SIZE)
         if self.fallocated:
             try:
@@ -495,12 +504,25 @@ class ObjectWriter:
         while written < n:
             written += os.write(self.fd, mv[written:])
         self.length += n
+        if self.length - self._writeback_started >= WRITEBEHIND_CHUNK:
+            self._write_behind()
+
+    def _write_behind(self) -> None:
+        start_writeback(self.fd, self._writeback_started, self.length - self._writeback_started)
+        self._writeback_started = self.length
+        settled = self.length - WRITEBEHIND_LAG
+        if settled > self._writeback_waited:
+            # the disk is the limit: wait for it here rather than let dirty pages pile up
+            # for the final fdatasync
+            wait_writeback(self.fd, self._writeback_waited, settled - self._writeback_waited)
+            self._writeback_waited = settled
 
     def etag(self) -> str:
         return self.md5.hexdigest()
 
     def commit(self, datadir: str, timestamp: str, ext: str, meta: dict) -> None:
-        """Append the trailer, fdatasync, rename into place, fsync the directory."""
+        """Append the trailer, fdatasync, rename into place, fsync the directories whose
+        entries changed; returns only when all of that is on stable storage."""
         if self._in_block:
             self.crcs.append(self._crc)
             self._in_block = 0
@@ -514,14 +536,16 @@ class ObjectWriter:
             final_size = self.length + len(trailer)
             if os.fstat(self.fd).st_size != final_size:
                 os.ftruncate(self.fd, final_size)  # fallocate reserved more than we wrote
-        os.fdatasync(self.fd)
+        syncer = syncer_for(self.dev_path)
+        syncer.sync(fds=(self.fd,))  # the body is durable before it gets its name
         target = f"{datadir}/{timestamp}{ext}"
         try:
             os.rename(self.tmp_path, target)
+            new_entries = [datadir]
         except FileNotFoundError:
-            os.makedirs(datadir, exist_ok=True)
+            new_entries = [datadir] + make_dirs(datadir)
             os.rename(self.tmp_path, target)
-        fsync_dir(datadir)
+        syncer.sync(dirs=new_entries)  # and the name is durable before success
         os.close(self.fd)
         self.fd = None
         self.committed = True
