@@ -12,11 +12,17 @@ service can close them. Settings (``[objectstore]``) are read in :mod:`.settings
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from pathlib import Path
 
 import orjson
 
+from stratus.common.requestid import request_id_var
+
 from .http import ASGIAdapter, Req, Resp, SwiftError, new_trans_id
+
+access_log = logging.getLogger("stratus.api")  # the logger of every service's access lines
 
 
 def info_document(settings) -> dict:
@@ -105,24 +111,48 @@ class Proxy:
 
 
 class TransIdMiddleware:
-    """Gives the request a Swift-style transaction id before the shared request-id layer
-    sees it, so X-Trans-Id and X-Openstack-Request-Id carry the same value."""
+    """Swift's transaction id as the request id: in the logs (``request_id_var``), and on every
+    response as X-Trans-Id and X-Openstack-Request-Id (the adapter writes both headers).
+
+    The proxy's own take on :class:`stratus.common.web.RequestIdMiddleware` (same access-log
+    line, same logger): that module brings Starlette, which the proxy process does not need.
+    """
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            scope["stratus.request_id"] = new_trans_id()
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        trans_id = scope.get("stratus.request_id")
+        if trans_id is None:
+            trans_id = scope["stratus.request_id"] = new_trans_id()
+        token = request_id_var.set(trans_id)
+        if not access_log.isEnabledFor(logging.INFO):
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                request_id_var.reset(token)
+        start = time.perf_counter()
+        status = [0]
+
+        async def send_logged(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            access_log.info("%s %s %s %d %.1fms", scope.get("method"), scope.get("root_path", ""),
+                            scope.get("path"), status[0], (time.perf_counter() - start) * 1000)
+            request_id_var.reset(token)
 
 
 def create_proxy_app(proxy: Proxy, validator):
     """The ASGI app: request ids, optional Keystone token check, then the filters."""
     from stratus.common.auth import AuthMiddleware
-    from stratus.common.web import RequestIdMiddleware
 
     app = ASGIAdapter(proxy.pipeline)
     app = AuthMiddleware(app, validator=validator, fault_style="swift", optional=True)
-    app = RequestIdMiddleware(app, extra_headers=("X-Trans-Id",), access_log=True)
     return TransIdMiddleware(app)
