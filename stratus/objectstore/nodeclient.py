@@ -144,7 +144,8 @@ class _Pipe:
 
 class NodeClient:
     def __init__(self, http: HttpClient | None = None, *, node_timeout: float = 10.0):
-        self.http = http or HttpClient(timeout=node_timeout)
+        # enough recycled body buffers for a large GET relayed at full speed
+        self.http = http or HttpClient(timeout=node_timeout, keep_buffers=4)
         self.node_timeout = node_timeout
 
     async def close(self):

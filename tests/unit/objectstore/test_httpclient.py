@@ -245,3 +245,47 @@ async def _put_streams_a_body_with_100_continue():
         assert r.status == 201 and await r.read() == b""
         assert srv.requests[-1][2] == b"a" * 70000 + b"b" * 5
         await client.close()
+
+
+def test_body_buffers_are_recycled_only_when_free(run):
+    run(_body_buffers_are_recycled_only_when_free)
+
+
+async def _body_buffers_are_recycled_only_when_free():
+    bodies = [_payload(3 * httpclient._BODY_CHUNK) for _ in range(4)]  # a new body each time
+    served = []
+
+    async def handler(writer, method, path):
+        data = bodies[len(served)]
+        served.append(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data))
+        writer.write(data)
+        await writer.drain()
+        return True
+
+    async with ScriptedServer(handler) as srv:
+        client = HttpClient(keep_buffers=8)  # enough for the read-ahead of a whole body
+
+        async def buffers_used(keep_pieces: list | None):
+            resp = await client.request("127.0.0.1", srv.port, "GET", "/o")
+            used, got = set(), bytearray()
+            async for piece in resp.iter_body():
+                if isinstance(piece, memoryview):
+                    used.add(id(piece.obj))
+                got += piece
+                if keep_pieces is not None:
+                    keep_pieces.append(piece)
+            assert bytes(got) == served[-1]
+            return used
+
+        await buffers_used(None)
+        pool = {id(b) for b in client._buffers._pool}
+        second = await buffers_used(None)
+        assert second and second <= pool  # the pooled buffers again: no new allocation
+        assert {id(b) for b in client._buffers._pool} == pool
+        kept: list = []
+        await buffers_used(kept)
+        await buffers_used(None)  # must not write into buffers the caller still holds
+        assert b"".join(kept) == bodies[2]
+        assert len(client._buffers._pool) <= client._buffers.keep
+        await client.close()
