@@ -30,6 +30,8 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install -q uv
 fi
 
-groups=(--all-extras)
+# The cloud and its clients (openstack, swift) for `make up`; the test tools on top for `make test`.
+# --inexact: `make up` after `make test` must not uninstall the test tools from the shared .venv.
+groups=(--all-extras --group clients --inexact)
 if [ "${1:-}" = "--test" ]; then groups+=(--group test); fi
 uv sync --frozen "${groups[@]}" -q
