@@ -1,11 +1,11 @@
 """Moving image bytes: upload (PUT file), stage + import, download, with one streaming pipeline.
 
-Every byte is seen once: chunks are gathered into 1 MiB blocks; each block goes to the format
-inspector (which keeps only the head and the tail), to MD5 and SHA-512 and to the store, the
-three running in threads while the next block arrives. Memory stays at a few blocks whatever
-the image size. The image is claimed with ``UPDATE ... WHERE status = 'queued'`` so two uploads
-cannot race, and any failure (bad format, quota, client gone) aborts the store's write, which
-leaves nothing behind, and puts the image back to ``queued``.
+Every byte is seen once: chunks are copied into a few reusable blocks; each full block goes to
+the format inspector (which keeps only the head and the tail) and to one dedicated thread each
+for MD5, SHA-512 and the store's write, while the event loop goes on receiving. Memory stays at
+a few blocks whatever the image size. The image is claimed with ``UPDATE ... WHERE status =
+'queued'`` so two uploads cannot race, and any failure (bad format, quota, client gone) aborts
+the store's write, which leaves nothing behind, and puts the image back to ``queued``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import errno
 import hashlib
 import logging
 import os
+import queue
+import threading
+from contextlib import aclosing
 from pathlib import Path
 from typing import AsyncIterator
 from urllib.parse import urlsplit
@@ -26,14 +29,17 @@ from stratus.common.db import utcnow
 from stratus.common.errors import (ApiError, BadRequest, Conflict, Forbidden, PayloadTooLarge,
                                    RangeNotSatisfiable, ServiceUnavailable)
 from stratus.image import formats
-from stratus.image.drivers.base import Store, StoreWriter
+from stratus.image.drivers.base import CorruptData, Store, StoreWriter
 from stratus.image.drivers.file import FileStore
 from stratus.image.manager import ImageManager
 from stratus.image.models import Image
 
 log = logging.getLogger("stratus.image")
 
-BLOCK = 1024 * 1024
+# Upload blocks: big enough that the per-block hand-offs cost nothing, few enough in flight
+# (DEPTH) that memory stays flat.
+BLOCK = 2 * 1024 * 1024
+DEPTH = 4
 # After refusing an upload part-way, read (and drop) at most this much more of the request body
 # so the client sees our answer instead of a reset connection.
 DRAIN_LIMIT = 256 * 1024 * 1024
@@ -49,11 +55,32 @@ class UploadInterrupted(BadRequest):
     """The client went away before sending every byte."""
 
 
+class _Job:
+    """One filled block on its way through the consumers; its buffer is reused when all are done."""
+
+    __slots__ = ("buffer", "view", "left")
+
+    def __init__(self, buffer: bytearray, view: memoryview, consumers: int):
+        self.buffer = buffer
+        self.view = view
+        self.left = consumers
+
+
 class Pipeline:
-    """Hash, inspect and store one stream of blocks, overlapping the work with the next receive."""
+    """Hash, inspect and store one stream of bytes, the event loop only receiving.
+
+    Incoming chunks are copied into one of ``depth`` reusable blocks of ``block_size`` bytes. A
+    full block goes to one dedicated thread per job (MD5, SHA-512, optionally SHA-256, and the
+    store's blocking write), each fed by its own queue and working through the blocks in order;
+    hashlib and os.write release the GIL, so they run in parallel with each other and with the
+    next receive. A block returns to the free list once every consumer is done with it; when none
+    is free, the receive waits, which bounds memory to ``depth`` blocks whatever the image size.
+    Stores without a blocking write get the blocks through an asyncio task instead.
+    """
 
     def __init__(self, writer: StoreWriter, inspector: formats.Inspector, limit: int, limit_message: str,
-                 *, sha256: bool = False):
+                 *, sha256: bool = False, block_size: int = BLOCK, depth: int = DEPTH):
+        self.loop = asyncio.get_running_loop()
         self.writer = writer
         self.inspector = inspector
         self.md5 = hashlib.md5()
@@ -63,58 +90,154 @@ class Pipeline:
         self.size = 0
         self.limit = limit
         self.limit_message = limit_message
-        self._pending: asyncio.Future | None = None
+        self.block_size = block_size
+        self.depth = depth
+        self.cancelled = False
+        self._lock = threading.Lock()
+        self._free: list[bytearray] = []
+        self._allocated = 0
+        self._outstanding = 0
+        self._buffer: bytearray | None = None
+        self._filled = 0
+        self._wakeup: asyncio.Future | None = None
+        self._errors: list[BaseException] = []
+        jobs = [("md5", self.md5.update), ("sha512", self.sha512.update)]
+        if self.sha256 is not None:
+            jobs.append(("sha256", self.sha256.update))
+        if writer.blocking:
+            jobs.append(("store", writer.write_blocking))
+        self._queues: list[queue.SimpleQueue] = []
+        for name, fn in jobs:
+            q: queue.SimpleQueue = queue.SimpleQueue()
+            self._queues.append(q)
+            threading.Thread(target=self._work, args=(q, fn), name=f"image-upload-{name}", daemon=True).start()
+        self._store_queue: asyncio.Queue | None = None
+        self._store_task: asyncio.Task | None = None
+        if not writer.blocking:
+            self._store_queue = asyncio.Queue()
+            self._store_task = asyncio.create_task(self._store_loop(self._store_queue))
+        self._consumers = len(jobs) + (0 if writer.blocking else 1)
 
-    async def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+    # -- consumers (worker threads and, for async stores, one task) --
 
-    async def push(self, block: bytes) -> None:
-        self.size += len(block)
+    def _work(self, jobs: queue.SimpleQueue, fn) -> None:
+        while (job := jobs.get()) is not None:
+            if not self.cancelled and not self._errors:
+                try:
+                    fn(job.view)
+                except BaseException as exc:  # handed to the event loop, raised by the next push
+                    self._errors.append(exc)
+            self._done(job)
+
+    async def _store_loop(self, jobs: asyncio.Queue) -> None:
+        while (job := await jobs.get()) is not None:
+            if not self.cancelled and not self._errors:
+                try:
+                    await self.writer.write(job.view)
+                except Exception as exc:
+                    self._errors.append(exc)
+            self._done(job)
+
+    def _done(self, job: _Job) -> None:
+        with self._lock:
+            job.left -= 1
+            last = job.left == 0
+        if last:
+            self.loop.call_soon_threadsafe(self._recycle, job)
+
+    def _recycle(self, job: _Job) -> None:
+        job.view.release()
+        self._free.append(job.buffer)
+        self._outstanding -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _wait_for_change(self) -> None:
+        self._wakeup = self.loop.create_future()
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+
+    def _raise_error(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    # -- the receiving side (event loop) --
+
+    async def push(self, chunk: bytes) -> None:
+        n = len(chunk)
+        self.size += n
         if self.size > self.limit:
             raise PayloadTooLarge(self.limit_message)
-        self.inspector.feed(block)
-        await self._wait()
-        loop = asyncio.get_running_loop()
-        # hashlib releases the GIL on large buffers, so the two digests and the write run in parallel.
-        jobs = [loop.run_in_executor(None, self.md5.update, block),
-                loop.run_in_executor(None, self.sha512.update, block), self.writer.write(block)]
-        if self.sha256 is not None:
-            jobs.append(loop.run_in_executor(None, self.sha256.update, block))
-        self._pending = asyncio.gather(*jobs)
+        self._raise_error()
+        source = memoryview(chunk)
+        pos = 0
+        while pos < n:
+            if self._buffer is None:
+                self._buffer = await self._take()
+                self._filled = 0
+            take = min(n - pos, self.block_size - self._filled)
+            self._buffer[self._filled:self._filled + take] = source[pos:pos + take]
+            self._filled += take
+            pos += take
+            if self._filled == self.block_size:
+                self._dispatch()
+
+    async def _take(self) -> bytearray:
+        while True:
+            self._raise_error()
+            if self._free:
+                return self._free.pop()
+            if self._allocated < self.depth:
+                self._allocated += 1
+                return bytearray(self.block_size)
+            await self._wait_for_change()
+
+    def _dispatch(self) -> None:
+        buffer, filled = self._buffer, self._filled
+        self._buffer, self._filled = None, 0
+        view = memoryview(buffer)[:filled]
+        try:
+            self.inspector.feed(view)
+        except BaseException:
+            view.release()
+            self._free.append(buffer)
+            raise
+        job = _Job(buffer, view, self._consumers)
+        self._outstanding += 1
+        for q in self._queues:
+            q.put(job)
+        if self._store_queue is not None:
+            self._store_queue.put_nowait(job)
+
+    async def _settle(self) -> None:
+        while self._outstanding:
+            await self._wait_for_change()
 
     async def finish(self) -> None:
-        await self._wait()
+        if self._filled:
+            self._dispatch()
+        await self._settle()
+        self._raise_error()
 
     async def cancel(self) -> None:
-        if self._pending is not None:
-            try:
-                await self._pending
-            except BaseException:
-                pass
-            self._pending = None
+        """Stop the consumers' work; returns once no thread still touches a block or the writer
+        (so the writer can be aborted safely)."""
+        self.cancelled = True
+        await asyncio.shield(self._settle())
 
-
-async def blocks(stream: AsyncIterator[bytes], size: int = BLOCK) -> AsyncIterator[bytes]:
-    """Regroup whatever chunk sizes the server hands us into blocks of ``size`` bytes."""
-    parts: list[bytes] = []
-    held = 0
-    async for chunk in stream:
-        if not chunk:
-            continue
-        parts.append(chunk)
-        held += len(chunk)
-        if held >= size:
-            data = b"".join(parts)
-            parts, held = [], 0
-            for start in range(0, len(data) - size + 1, size):
-                yield data[start:start + size]
-            rest = len(data) % size
-            if rest:
-                parts, held = [data[-rest:]], rest
-    if held:
-        yield b"".join(parts)
+    def close(self) -> None:
+        """End the consumer threads (they finish the blocks already queued first)."""
+        for q in self._queues:
+            q.put(None)
+        self._queues = []
+        if self._store_queue is not None:
+            self._store_queue.put_nowait(None)
+            self._store_queue = None
 
 
 class Transfers:
@@ -163,8 +286,9 @@ class Transfers:
         pipe = Pipeline(writer, inspector, limit, limit_message, sha256=SHA256_KEY in expected)
         try:
             try:
-                async for block in blocks(stream):
-                    await pipe.push(block)
+                async for chunk in stream:
+                    if chunk:
+                        await pipe.push(chunk)
                 await pipe.finish()
                 virtual_size = inspector.finish()
             except formats.FormatError as exc:
@@ -180,6 +304,8 @@ class Transfers:
             if isinstance(exc, Exception) and not isinstance(exc, UploadInterrupted) and drain is not None:
                 await self._drain(drain)
             raise
+        finally:
+            pipe.close()
         return {"size": pipe.size, "virtual_size": virtual_size, "checksum": pipe.md5.hexdigest(),
                 "os_hash_algo": "sha512", "os_hash_value": pipe.sha512.hexdigest()}
 
@@ -371,10 +497,21 @@ class Transfers:
         return img, start, end - start + 1, True
 
     def read(self, img: Image, offset: int, length: int) -> AsyncIterator[bytes]:
-        stream = self.store.read(img.location, offset, length)
         if self.settings.verify_downloads and offset == 0 and length == img.size and img.checksum:
-            return _verified(stream, img)
-        return stream
+            return self._read_checked(img)
+        return self.store.read(img.location, offset, length)
+
+    async def _read_checked(self, img: Image) -> AsyncIterator[bytes]:
+        """A whole-image download whose last chunk is only sent once the store proved the data
+        intact, so a client never receives a silently corrupted image complete (the connection is
+        cut instead and the error logged)."""
+        try:
+            async with aclosing(self.store.read_checked(img.location, img.size, img.checksum)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except CorruptData as exc:
+            log.error("image %s: %s; download cut", img.id, exc)
+            raise CorruptData(f"stored data of image {img.id} does not match its checksum") from None
 
     async def delete_data(self, img: Image) -> None:
         try:
@@ -428,33 +565,6 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
         raise RangeNotSatisfiable(f"Range {header!r} is outside the image's {size} bytes.",
                                   headers={"Content-Range": f"bytes */{size}"})
     return start, end
-
-
-async def _verified(stream: AsyncIterator[bytes], img: Image) -> AsyncIterator[bytes]:
-    """Pass a whole-image download through, hashing it on the side; the last chunk is only sent once
-    the MD5 matches the recorded checksum, so a client never receives a silently corrupted image
-    complete (the connection is cut instead and the error logged)."""
-    loop = asyncio.get_running_loop()
-    md5 = hashlib.md5()
-    held: bytes | None = None
-    pending: asyncio.Future | None = None
-    size = 0
-    async for chunk in stream:
-        if pending is not None:
-            await pending
-        if held is not None:
-            yield held
-        size += len(chunk)
-        pending = loop.run_in_executor(None, md5.update, chunk)
-        held = chunk
-    if pending is not None:
-        await pending
-    if size != img.size or md5.hexdigest() != img.checksum:
-        log.error("stored data of image %s is corrupt (size %d, md5 %s; recorded %s, %s): download cut",
-                  img.id, size, md5.hexdigest(), img.size, img.checksum)
-        raise RuntimeError(f"stored data of image {img.id} does not match its checksum")
-    if held is not None:
-        yield held
 
 
 async def _guard_disconnect(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

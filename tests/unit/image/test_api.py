@@ -501,14 +501,14 @@ async def test_store_failures_become_clear_errors(api, monkeypatch):
     def full(self, data):
         raise OSError(errno_mod.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(FileWriter, "_write_all", full)
+    monkeypatch.setattr(FileWriter, "write_blocking", full)
     r = await api.upload(img["id"], os.urandom(100000))
     assert r.status_code == 413 and "store is full" in r.json()["message"]
 
     def broken(self, data):
         raise OSError(errno_mod.EIO, "I/O error")
 
-    monkeypatch.setattr(FileWriter, "_write_all", broken)
+    monkeypatch.setattr(FileWriter, "write_blocking", broken)
     r = await api.upload(img["id"], os.urandom(100000))
     assert r.status_code == 503 and "store failed" in r.json()["message"]
     body = (await api.client.get(f"/v2/images/{img['id']}", headers=api.h("alice"))).json()
