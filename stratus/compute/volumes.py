@@ -98,6 +98,13 @@ class VolumeAPI:
             raise Conflict(f"Volume {volume_id} could not be attached: {_message(resp)}")
         return resp.json()["attachment"]
 
+    async def record_mountpoint(self, project_id: str, attachment_id: str, connector: dict, device: str) -> None:
+        """Tell the volume service which device the guest got (shown as the attachment's device)."""
+        body = {"attachment": {"connector": {**connector, "mountpoint": device}}}
+        resp = await self._request(project_id, "PUT", f"/attachments/{attachment_id}", json=body)
+        if resp.status_code not in (200, 202):
+            raise Conflict(f"Attachment {attachment_id} could not be updated: {_message(resp)}")
+
     async def complete(self, project_id: str, attachment_id: str) -> None:
         resp = await self._request(project_id, "POST", f"/attachments/{attachment_id}/action",
                                    json={"os-complete": None})
@@ -154,10 +161,12 @@ async def attach(agent, inst, volume_id: str, device: str | None, delete_on_term
                  tag: str | None) -> dict:
     """Agent side of attach: attachment, hot-plug, complete; returns the block device record."""
     volumes: VolumeAPI = agent.state.volumes
-    attachment = await volumes.create_attachment(inst.project_id, volume_id, inst.id, host_connector(agent.host))
+    connector = host_connector(agent.host)
+    attachment = await volumes.create_attachment(inst.project_id, volume_id, inst.id, connector)
     try:
         conn = connection_from(attachment.get("connection_info") or {}, volume_id, device)
         used = await agent.driver.attach_volume(inst.id, conn)
+        await volumes.record_mountpoint(inst.project_id, attachment["id"], connector, used)
         await volumes.complete(inst.project_id, attachment["id"])
     except Exception:
         await volumes.delete_attachment(inst.project_id, attachment["id"])
@@ -208,8 +217,11 @@ async def prepare_boot_volumes(agent, inst) -> tuple[list[VolumeConnection], lis
                 records.append({"volume_id": volume_id, "created": True})
                 await api.wait_available(inst.project_id, volume_id)
                 records.pop()
-            attachment = await api.create_attachment(inst.project_id, volume_id, inst.id, host_connector(agent.host))
             boot = str(b.get("boot_index")) == "0"
+            connector = host_connector(agent.host)
+            if boot:
+                connector["mountpoint"] = "/dev/vda"
+            attachment = await api.create_attachment(inst.project_id, volume_id, inst.id, connector)
             records.append({"volume_id": volume_id, "attachment_id": attachment["id"],
                             "device": "/dev/vda" if boot else None, "boot_index": b.get("boot_index"),
                             "delete_on_termination": bool(b.get("delete_on_termination")), "tag": b.get("tag"),

@@ -382,13 +382,21 @@ class VolumeManager:
         """Start the export for an attachment and record the connector; returns connection_info."""
         if not isinstance(connector, dict):
             raise BadRequest("'connector' must be an object with at least 'host' (the compute host).")
+        mountpoint = connector.get("mountpoint")
+        if mountpoint is not None and not isinstance(mountpoint, str):
+            raise BadRequest("'connector.mountpoint' must be a device path such as /dev/vdb.")
+        if att.connection_info and (att.connector or {}).get("host") == connector.get("host"):
+            # The same host again, typically to say which device the guest got (Nova sends the
+            # mountpoint once it knows it): the export stands, only the record changes.
+            await self.update(m.Attachment, att.id, connector=connector, mountpoint=mountpoint or att.mountpoint)
+            return att.connection_info
         try:
             info = await self.call(vol, "initialize_connection", attachment_id=att.id, connector=connector)
         except ApiError:
             await self.update(m.Attachment, att.id, status="error_attaching")
             raise
         await self.update(m.Attachment, att.id, connector=connector, attached_host=connector.get("host"),
-                          status="attaching", connection_info=info)
+                          status="attaching", connection_info=info, mountpoint=mountpoint)
         await self.update(m.Volume, vol.id, status="attaching")
         return info
 

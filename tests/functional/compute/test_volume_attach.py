@@ -53,6 +53,10 @@ def test_add_and_remove_volume(vcloud):
     assert v["id"] in str(shown["volumes_attached"])
     attached = vcloud.osc(f"volume show {vol}", cloud="demo")["attachments"]
     assert attached and attached[0]["server_id"] == server["id"]
+    # The volume service knows the device the guest got, as `volume list` shows it.
+    assert attached[0]["device"] == out["Device"]
+    row = [x for x in vcloud.osc("volume list", cloud="demo") if x["ID"] == v["id"]][0]
+    assert row["Attached to"] == [attached[0]] or out["Device"] in str(row["Attached to"])
     listed = vcloud.osc(f"server volume list {name}", cloud="demo")
     assert [x["Volume ID"] for x in listed] == [v["id"]]
     vcloud.osc(f"server remove volume {name} {vol}", cloud="demo", fmt_json=False)
