@@ -1,13 +1,12 @@
-"""Durable writes on a storage node: what is synced, in which order, and group commit."""
+"""Durable writes on a storage node: what is synced, and in which order; write-behind."""
 
 import os
-import threading
 
 import pytest
 
-from stratus.objectstore.storage import diskfile, durable
+from stratus.objectstore.storage import diskfile
 from stratus.objectstore.storage.diskfile import ObjectWriter
-from stratus.objectstore.storage.durable import DeviceSyncer, make_dirs
+from stratus.objectstore.storage.durable import make_dirs
 
 HASH = "0123456789abcdef0123456789abcabc"
 
@@ -88,52 +87,6 @@ def test_make_dirs_reports_changed_parents(tmp_path):
     assert make_dirs(str(target)) == []
 
 
-def test_group_commit_batches_concurrent_writers_and_keeps_their_errors(tmp_path, monkeypatch):
-    syncer = DeviceSyncer()
-    release = threading.Event()
-    real_fdatasync = os.fdatasync
-    first = []
-
-    def slow_fdatasync(fd):
-        # the first batch blocks until every other writer has queued behind it
-        if not first:
-            first.append(fd)
-            release.wait(5)
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
-    fds = [os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT) for i in range(8)]
-    bad = os.open(tmp_path / "bad", os.O_WRONLY | os.O_CREAT)
-    os.close(bad)  # a closed descriptor: its fdatasync fails with EBADF
-    errors = {}
-
-    def writer(i, fd):
-        try:
-            syncer.sync(fds=(fd,), dirs=(str(tmp_path),))
-            errors[i] = None
-        except OSError as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=writer, args=(0, fds[0]))]
-    threads[0].start()
-    while not first:
-        threading.Event().wait(0.001)
-    for i, fd in enumerate(fds[1:] + [bad], start=1):
-        t = threading.Thread(target=writer, args=(i, fd))
-        t.start()
-        threads.append(t)
-    while len(syncer._pending) < 8:  # everyone but the running batch is queued
-        threading.Event().wait(0.001)
-    release.set()
-    for t in threads:
-        t.join(10)
-    for fd in fds:
-        os.close(fd)
-    assert syncer.jobs == 9 and syncer.batches == 2  # one alone, then the other 8 together
-    assert all(errors[i] is None for i in range(8))
-    assert isinstance(errors[8], OSError) and errors[8].errno == 9  # EBADF, only its writer
-
-
 def test_large_body_is_written_behind(dev, monkeypatch):
     started = []
     monkeypatch.setattr(diskfile, "start_writeback",
@@ -147,7 +100,3 @@ def test_large_body_is_written_behind(dev, monkeypatch):
     finally:
         w.abort()
     assert started == [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 1 << 20)]
-
-
-def test_syncer_is_shared_per_device(dev):
-    assert durable.syncer_for(str(dev)) is durable.syncer_for(str(dev))
