@@ -101,7 +101,9 @@ def quorum_status(statuses: list[int], replicas: int) -> int:
 class _Pipe:
     """A bounded per-node queue of body chunks; a dead consumer never blocks the producer."""
 
-    def __init__(self, depth: int = 4):
+    # Two 1 MiB chunks queued per node keep a disk-bound upload streaming; each one more is
+    # another MiB the proxy holds (the chunks are shared by the nodes' queues).
+    def __init__(self, depth: int = 2):
         self.items: collections.deque = collections.deque()
         self.depth = depth
         self.dead = False
