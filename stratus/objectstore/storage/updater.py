@@ -30,6 +30,7 @@ import msgpack
 
 from ..httpclient import HttpClient, NodeConnectionError
 from .common import fsync_dir, normalize_timestamp
+from .durable import make_dirs
 
 log = logging.getLogger("stratus.objectstore.updater")
 
@@ -58,7 +59,7 @@ def write_pending(dev_path: str, hash_hex: str, timestamp: str, kind: str, metho
                   path: str, headers: dict, targets: list) -> str:
     """Persist failed updates (blocking; runs in the thread pool)."""
     directory = f"{dev_path}/async_pending/{hash_hex[-3:]}"
-    os.makedirs(directory, exist_ok=True)
+    new_entries = make_dirs(directory)
     name = f"{directory}/{hash_hex}-{timestamp}-{kind}"
     tmp = f"{dev_path}/tmp/{uuid.uuid4().hex}"
     os.makedirs(f"{dev_path}/tmp", exist_ok=True)
@@ -70,6 +71,8 @@ def write_pending(dev_path: str, hash_hex: str, timestamp: str, kind: str, metho
         os.fdatasync(fh.fileno())
     os.replace(tmp, name)
     fsync_dir(directory)
+    for parent in new_entries:  # directories created above hold new entries too
+        fsync_dir(parent)
     return name
 
 

@@ -20,9 +20,10 @@ def dev(tmp_path):
 
 @pytest.fixture
 def journal(monkeypatch):
-    """Records fdatasync/fsync/rename in order (by path for files and directories)."""
+    """Records fdatasync/fsync/rename/replace in order (by path for files and directories)."""
     events = []
-    real_fdatasync, real_fsync, real_rename = os.fdatasync, os.fsync, os.rename
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    real_rename, real_replace = os.rename, os.replace
 
     def path_of(fd):
         return os.readlink(f"/proc/self/fd/{fd}")
@@ -39,9 +40,14 @@ def journal(monkeypatch):
         events.append(("rename", str(dst)))
         real_rename(src, dst)
 
+    def replace(src, dst):
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
     return events
 
 
@@ -100,3 +106,16 @@ def test_large_body_is_written_behind(dev, monkeypatch):
     finally:
         w.abort()
     assert started == [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 1 << 20)]
+
+
+def test_pending_update_file_and_its_new_directories_are_synced(dev, journal):
+    from stratus.objectstore.storage.updater import write_pending
+
+    path = write_pending(str(dev), HASH, "0000000001.00000", "object", "PUT", "/a/c/o",
+                         {"X-Timestamp": "0000000001.00000"}, [("127.0.0.1", 1, "d0", 3)])
+    directory = os.path.dirname(path)
+    kinds = [k for k, _ in journal]
+    assert kinds.index("fdatasync") < kinds.index("rename")
+    synced_dirs = {p for k, p in journal if k == "fsync"}
+    # the suffix dir holds the file; async_pending/ and the device dir got new entries
+    assert synced_dirs == {directory, os.path.dirname(directory), str(dev)}
