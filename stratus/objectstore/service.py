@@ -290,6 +290,7 @@ def _serve_proxy(args, generic) -> int:
               f"use the state directory whose secrets.toml identity wrote "
               f"({cfg.state_dir / 'secrets.toml'} is missing or has none)", file=sys.stderr)
         return 2
+    server.tune_malloc()
     runtime = server.ProxyRuntime(cfg, password)
     try:
         server.run(server.serve(cfg, runtime, bootstrap=args.bootstrap,
