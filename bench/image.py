@@ -169,11 +169,9 @@ def download_discarding(host: str, port: int, token: str, image_id: str, size: i
 
 
 def prefault(work: Path, size: int) -> None:
-    """Write and delete a scratch file of twice the image size, untimed. Page-cache pages never
-    used since boot are slow to get the first time on this VM (the host backs guest memory
-    lazily: a 1 GiB write into never-touched memory took 3.3 s, into reused memory 0.6 s), so
-    whichever step came first would pay for it; afterwards cp, the store and the client all
-    write into memory that was used before."""
+    """Write and delete a scratch file of twice the image size, untimed. The first large write of
+    a run on this VM was regularly slow (1.4-3.4 s per GiB against 0.4-0.5 s later) and fell on
+    whichever step came first, usually cp; the warm-up takes that hit outside the timings."""
     scratch = work / "prefault.raw"
     block = b"\0" * (8 * MiB)
     with open(scratch, "wb") as f:
