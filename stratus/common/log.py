@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from stratus.common.web import request_id_var
+from stratus.common.requestid import request_id_var  # not .web: that would load Starlette into every process
 
 
 class _RequestIdFilter(logging.Filter):

@@ -280,6 +280,7 @@ def _serve_proxy(args, generic) -> int:
     cfg = cli.load_config()
     if (args.workers or cfg["server"]["workers"]) > 1:
         return generic(args)
+    from stratus.common.process import run_on_uvloop, tune_malloc
     from stratus.objectstore.proxy import server
 
     logmod.setup(cfg["debug"])
@@ -290,10 +291,10 @@ def _serve_proxy(args, generic) -> int:
               f"use the state directory whose secrets.toml identity wrote "
               f"({cfg.state_dir / 'secrets.toml'} is missing or has none)", file=sys.stderr)
         return 2
-    server.tune_malloc()
+    tune_malloc(arenas=2, mmap_threshold=256 * 1024)  # see tune_malloc: relays large bodies
     runtime = server.ProxyRuntime(cfg, password)
     try:
-        server.run(server.serve(cfg, runtime, bootstrap=args.bootstrap,
+        run_on_uvloop(server.serve(cfg, runtime, bootstrap=args.bootstrap,
                                 on_started=lambda: cli._write_runfile(cfg, runtime)))
     except KeyboardInterrupt:
         pass

@@ -119,37 +119,6 @@ class ProxyProcessApp:
         return await self.app(scope, receive, send)
 
 
-def tune_malloc() -> None:
-    """glibc knobs for a process that relays large bodies (best effort; see ``mallopt(3)``).
-
-    A fixed mmap threshold: by default glibc raises it after the first free of a 1 MiB
-    buffer, and from then on such buffers come from the heap, whose freed memory it keeps:
-    the process would stay at the size of its busiest moment. Buffers above 256 KiB are
-    mapped and unmapped instead (the hot ones are recycled by the node client anyway). And
-    two malloc arenas, as the storage nodes have, for the few helper threads.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-8, 2)           # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-def run(main) -> None:
-    """Run ``main`` on uvloop (``uvicorn.Config(loop=...)`` only applies when uvicorn makes
-    the loop itself; here the caller does)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
-
-
 async def serve(config, runtime: ProxyRuntime, *, bootstrap: bool = False,
                 on_started=None) -> None:
     import uvicorn

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
+from stratus.common.process import run_on_uvloop, tune_malloc
+
 from . import run_node
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each I/O thread its own malloc arena, and freed 1 MiB buffers stay in
-    them: with 32 threads a node's memory would grow for nothing. Best effort."""
-    try:
-        import ctypes
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
 
 
 def main(argv=None) -> int:
@@ -46,11 +35,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     devices = [d for d in args.devices.split(",") if d] if args.devices else None
-    limit_malloc_arenas()
+    tune_malloc(arenas=2)  # 32 I/O threads would otherwise each keep an arena of freed buffers
     if not args.root.is_dir():
         p.error(f"--root {args.root} is not a directory")
     try:
-        asyncio.run(run_node(
+        run_on_uvloop(run_node(
             args.root, devices, ring_dir=args.ring_dir, ip=args.ip, port=args.port,
             bind=args.bind, reserve_bytes=args.reserve_bytes,
             update_timeout=args.update_timeout, threads=args.threads,
