@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import orjson
 
 from stratus import config as config_mod
+from stratus.common.lifespan import serve_lifespan
 from stratus.runtime import Runtime
-
-log = logging.getLogger("stratus.app")
 
 
 class RootApp:
@@ -33,7 +31,7 @@ class RootApp:
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
         if kind == "lifespan":
-            return await self._lifespan(receive, send)
+            return await serve_lifespan(self.runtime, receive, send)
         path = scope["path"]
         for prefix, strip, app in self.routes:
             if path == prefix or path.startswith(prefix + "/") or (prefix == "" and path.startswith("/")):
@@ -57,23 +55,6 @@ class RootApp:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-    async def _lifespan(self, receive, send):
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                except Exception as exc:
-                    log.exception("start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.runtime.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
 
 def create_app_from_env() -> RootApp:
     """uvicorn worker factory: configuration comes from STRATUS_* variables set by the CLI."""

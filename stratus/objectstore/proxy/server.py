@@ -19,6 +19,8 @@ import logging
 import tomllib
 from pathlib import Path
 
+from stratus.common.lifespan import serve_lifespan
+
 log = logging.getLogger("stratus.objectstore.server")
 
 
@@ -102,20 +104,7 @@ class ProxyProcessApp:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    try:
-                        await self.runtime.start()
-                    except Exception as exc:
-                        log.exception("start-up failed")
-                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                        return
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await self.runtime.stop()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await serve_lifespan(self.runtime, receive, send)
         return await self.app(scope, receive, send)
 
 
