@@ -176,6 +176,60 @@ def split_source(value: str) -> tuple[str, str]:
     return container, obj
 
 
+def decode_path(raw: bytes) -> str:
+    """The request path as the filters see it: percent-decoded, UTF-8 with surrogate escapes
+    (the query string is cut off)."""
+    return unquote(raw.split(b"?", 1)[0].decode("latin-1"), errors="surrogateescape")
+
+
+def request_headers(pairs) -> dict[str, str]:
+    """Raw (name, value) byte pairs → lower-case names; repeated headers joined by commas."""
+    headers: dict[str, str] = {}
+    for k, v in pairs:
+        name = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        if name in headers:
+            headers[name] += "," + value
+        else:
+            headers[name] = value
+    return headers
+
+
+def s3_env(env: dict, raw_path: bytes, query_string: bytes) -> None:
+    """Signature checks need the request exactly as the client encoded it."""
+    env["raw_path"] = raw_path.split(b"?", 1)[0].decode("latin-1")
+    env["raw_query"] = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+
+
+def response_headers(resp: Resp, trans_id: str) -> tuple[list[tuple[str, str]], bool]:
+    """The headers a client sees for ``resp`` (hidden ones dropped, Content-Length and
+    Content-Type filled in, the transaction id added) and whether the body is bytes
+    (already materialized) rather than a stream. 204 and 304 get no body."""
+    hdrs = []
+    has_length = has_type = False
+    status = resp.status
+    no_body = status in (204, 304)
+    for k, v in resp.headers.items():
+        if k.startswith(HIDDEN_PREFIXES):
+            continue
+        if k == "content-length":
+            if no_body:
+                continue
+            has_length = True
+        elif k == "content-type":
+            has_type = True
+        hdrs.append((k, v if type(v) is str else str(v)))
+    body = resp.body
+    is_bytes = no_body or isinstance(body, (bytes, bytearray))
+    if not has_length and is_bytes and not no_body:
+        hdrs.append(("content-length", str(len(body))))
+    if not has_type and not no_body:
+        hdrs.append(("content-type", "text/html; charset=UTF-8"))
+    hdrs.append(("x-trans-id", trans_id))
+    hdrs.append(("x-openstack-request-id", trans_id))
+    return hdrs, is_bytes
+
+
 class ASGIAdapter:
     """Runs the filter pipeline for each HTTP request and streams the response."""
 
@@ -187,30 +241,14 @@ class ASGIAdapter:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        headers = {}
-        for k, v in scope["headers"]:
-            name = k.decode("latin-1")
-            value = v.decode("latin-1")
-            if name in headers:
-                headers[name] += "," + value
-            else:
-                headers[name] = value
+        headers = request_headers(scope["headers"])
         method = scope["method"]
         raw = scope.get("raw_path")
-        if raw:
-            try:
-                path = unquote(raw.split(b"?", 1)[0].decode("latin-1"), errors="surrogateescape")
-            except UnicodeDecodeError:
-                path = scope["path"]
-        else:
-            path = scope["path"]
+        path = decode_path(raw) if raw else scope["path"]
         trans_id = scope.get("stratus.request_id") or new_trans_id()
         env = {"trans_id": trans_id, "ctx": scope.get("stratus.context")}
         if path.startswith("/s3"):
-            # signature checks need the request exactly as the client encoded it
-            env["raw_path"] = (raw or scope["path"].encode()).split(b"?", 1)[0].decode("latin-1")
-            env["raw_query"] = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                         keep_blank_values=True)
+            s3_env(env, raw or scope["path"].encode(), scope.get("query_string", b""))
         try:
             query = parse_query(scope.get("query_string", b""))
             body = None
@@ -261,32 +299,11 @@ class ASGIAdapter:
                 return
 
     async def send(self, resp: Resp, send, method: str, trans_id: str):
-        hdrs = []
-        has_length = False
-        has_type = False
-        for k, v in resp.headers.items():
-            if k.startswith(HIDDEN_PREFIXES):
-                continue
-            if k == "content-length":
-                has_length = True
-            elif k == "content-type":
-                has_type = True
-            hdrs.append((k.encode("latin-1"), str(v).encode("latin-1", "replace")))
-        body = resp.body
-        status = resp.status
-        is_bytes = isinstance(body, (bytes, bytearray))
-        if status in (204, 304):
-            body, is_bytes = b"", True
-            hdrs = [(k, v) for k, v in hdrs if k != b"content-length"]
-            has_length = True
-        if not has_length and is_bytes:
-            hdrs.append((b"content-length", str(len(body)).encode()))
-        if not has_type and status not in (204, 304):
-            hdrs.append((b"content-type", b"text/html; charset=UTF-8"))
-        hdrs.append((b"x-trans-id", trans_id.encode()))
-        hdrs.append((b"x-openstack-request-id", trans_id.encode()))
+        pairs, is_bytes = response_headers(resp, trans_id)
+        hdrs = [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in pairs]
+        body = b"" if resp.status in (204, 304) else resp.body
         try:
-            await send({"type": "http.response.start", "status": status, "headers": hdrs})
+            await send({"type": "http.response.start", "status": resp.status, "headers": hdrs})
             if method == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 if not is_bytes:
