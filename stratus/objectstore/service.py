@@ -121,7 +121,8 @@ def node_command(s, root: Path, port: int, devices: list[str]) -> list[str]:
             "--replicator-interval", str(s.replicator_interval),
             "--auditor-interval", str(s.auditor_interval),
             "--updater-interval", str(s.updater_interval),
-            "--expirer-interval", str(s.expirer_interval)]
+            "--expirer-interval", str(s.expirer_interval)] + \
+        ([] if s.group_sync else ["--per-file-sync"])
 
 
 async def start(runtime):
@@ -223,6 +224,9 @@ def add_commands(sub) -> None:
         serve.add_argument("--ring-dir", help="(objectstore-node) where the rings are")
         serve.add_argument("--devices", help="(objectstore-node) comma-separated device names")
         serve.add_argument("--ip", default=None, help="(objectstore-node) address in the ring")
+        serve.add_argument("--per-file-sync", action="store_true",
+                           help="(objectstore-node) an fsync per small write instead of group "
+                                "commit (syncfs per batch)")
         previous = serve.get_default("func")
 
         def serve_or_node(args):
@@ -316,6 +320,8 @@ def _serve_node(args) -> int:
         argv += ["--devices", args.devices]
     if args.ip or args.host:
         argv += ["--ip", args.ip or args.host]
+    if args.per_file_sync:
+        argv.append("--per-file-sync")
     return node_main(argv)
 
 

@@ -27,6 +27,9 @@ class ObjectStoreSettings:
     expirer_interval: float = 60.0
     # Bytes a device keeps free; writes to a fuller device go to handoffs.
     reserve_bytes: int = 64 << 20
+    # Small writes made durable by one syncfs per batch (group commit); false: an fsync per
+    # file, for devices on a filesystem that busy unrelated writers share (docs/objectstore.md).
+    group_sync: bool = True
     # Proxy
     max_file_size: int = 5 * GiB + 2
     max_manifest_segments: int = 1000

@@ -25,6 +25,9 @@ def main(argv=None) -> int:
     p.add_argument("--reserve-bytes", type=int, default=64 << 20)
     p.add_argument("--update-timeout", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--per-file-sync", action="store_true",
+                   help="fsync every small write on its own instead of group commit (syncfs); "
+                        "for devices that share a filesystem with busy unrelated writers")
     for name, default in (("replicator", 30.0), ("auditor", 300.0), ("updater", 10.0),
                           ("expirer", 60.0)):
         p.add_argument(f"--{name}-interval", type=float, default=default,
@@ -43,6 +46,7 @@ def main(argv=None) -> int:
             args.root, devices, ring_dir=args.ring_dir, ip=args.ip, port=args.port,
             bind=args.bind, reserve_bytes=args.reserve_bytes,
             update_timeout=args.update_timeout, threads=args.threads,
+            group_sync=not args.per_file_sync,
             replicator_interval=args.replicator_interval,
             auditor_interval=args.auditor_interval,
             auditor_bytes_per_second=args.auditor_bytes_per_second,

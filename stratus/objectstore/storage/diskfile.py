@@ -25,13 +25,16 @@ its stored headers and ``crc``: the CRC-32 of each 1 MiB block of the body. Read
 CRC of every block *before* sending it (CRC-32 runs at several GB/s, md5 under 1 GB/s), so a
 node never sends a corrupt byte; the auditor checks the full md5 as well.
 
-Durability: a write goes to tmp/, is fdatasync'd, renamed into its hash directory, and the
-hash directory (plus the parent of any directory the rename needed created) is fsync'd before
-commit returns, so a reported success survives a power cut. Each I/O thread syncs its own
-files: concurrent fsyncs on one filesystem already share journal commits (measured faster
-than funnelling them through one committer, see durable.py). Large bodies are written behind
-as they stream (durable.start_writeback), so the final fdatasync is short. Everything here is
-blocking and runs in the node's thread pool.
+Durability: a write goes to tmp/ and is renamed into its hash directory; success is reported
+only once the body and every changed directory entry are on stable storage, so it survives a
+power cut. Large bodies are fdatasync'd before the rename and the hash directory (plus the
+parent of any directory the rename created) fsync'd after it; they are written behind as
+they stream (durable.start_writeback), so the final fdatasync is short. Small writes skip
+those syncs (``commit(durable=False)``) and are made durable in batches by group commit
+(durable.GroupSync, one syncfs for many writes). A file renamed into place but lost to a
+crash before its sync fails its trailer or CRC check and is quarantined like any corrupt
+replica; its write was never acknowledged. Everything here blocks: it runs in the node's
+thread pool, or on the event loop for small cached files (``nowait`` reads).
 """
 
 from __future__ import annotations
@@ -164,11 +167,14 @@ def scan_dir(datadir: str, files: list[str] | None = None):
     return state, meta, obsolete
 
 
-def cleanup_dir(datadir: str, reclaim_age: float | None = None
+def cleanup_dir(datadir: str, reclaim_age: float | None = None, older_than: str | None = None
                 ) -> tuple[str | None, str | None]:
     """Remove obsolete files (and, given ``reclaim_age``, old tombstones); returns what is
-    left as (state, meta)."""
+    left as (state, meta). With ``older_than`` (a file name), only files that sort before it
+    go: the caller knows that file is durable, not whether newer ones are yet."""
     state, meta, obsolete = scan_dir(datadir)
+    if older_than is not None:
+        obsolete = [name for name in obsolete if name < older_than]
     for name in obsolete:
         try:
             os.unlink(f"{datadir}/{name}")
@@ -296,12 +302,24 @@ def quarantine(dev_path: str, datadir: str) -> str | None:
 # Reading
 
 
-def read_file_meta(fd: int, size: int) -> tuple[dict, int, bytes | None]:
+def _pread(fd: int, length: int, offset: int, nowait: bool) -> bytes:
+    """``os.pread``; with ``nowait``, BlockingIOError instead of waiting for the disk (the
+    data is not in the page cache), so the event loop can read cached files itself."""
+    if not nowait:
+        return os.pread(fd, length, offset)
+    buf = bytearray(length)
+    if os.preadv(fd, [buf], offset, os.RWF_NOWAIT) != length:
+        # partly cached: a short read here says nothing about the file, read it in a thread
+        raise BlockingIOError(errno.EAGAIN, "not all in the page cache")
+    return bytes(buf)
+
+
+def read_file_meta(fd: int, size: int, nowait: bool = False) -> tuple[dict, int, bytes | None]:
     """(metadata, body length, whole body if it came with the first read else None)."""
     if size < TRAILER.size:
         raise DiskFileCorrupt("file shorter than its trailer")
     first = min(size, TAIL_READ)
-    tail = os.pread(fd, first, size - first)
+    tail = _pread(fd, first, size - first, nowait)
     if len(tail) != first:
         raise DiskFileCorrupt("short read")
     meta_len, magic = TRAILER.unpack_from(tail, first - TRAILER.size)
@@ -311,7 +329,7 @@ def read_file_meta(fd: int, size: int) -> tuple[dict, int, bytes | None]:
     if meta_len + TRAILER.size <= first:
         raw = tail[first - TRAILER.size - meta_len:first - TRAILER.size]
     else:
-        raw = os.pread(fd, meta_len, body_len)
+        raw = _pread(fd, meta_len, body_len, nowait)
     try:
         meta = msgpack.unpackb(raw)
     except Exception:
@@ -339,8 +357,10 @@ class ObjectReader:
         self.state_file: str | None = None
 
     @classmethod
-    def open(cls, datadir: str) -> "ObjectReader":
-        """Raises DiskFileCorrupt; on a missing object returns a reader with timestamp None."""
+    def open(cls, datadir: str, nowait: bool = False) -> "ObjectReader":
+        """Raises DiskFileCorrupt; on a missing object returns a reader with timestamp None.
+        With ``nowait``, raises BlockingIOError if a file's bytes are not in the page cache
+        (directory lookups may still touch the disk)."""
         r = cls(datadir)
         state, meta, _ = scan_dir(datadir)
         r.state_file, r.meta_file = state, meta
@@ -355,10 +375,10 @@ class ObjectReader:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             # replaced between listdir and open: read again
-            return cls.open(datadir)
+            return cls.open(datadir, nowait)
         try:
             size = os.fstat(fd).st_size
-            r.meta, r.body_len, r.small_body = read_file_meta(fd, size)
+            r.meta, r.body_len, r.small_body = read_file_meta(fd, size, nowait)
             r.crcs = _crc_array(r.meta.get("crc", b""))
             if len(r.crcs) != (r.body_len + BLOCK_SIZE - 1) // BLOCK_SIZE:
                 raise DiskFileCorrupt("block checksum count does not match length")
@@ -376,11 +396,14 @@ class ObjectReader:
             try:
                 mfd = os.open(f"{datadir}/{meta}", os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    mmeta, _, _ = read_file_meta(mfd, os.fstat(mfd).st_size)
+                    mmeta, _, _ = read_file_meta(mfd, os.fstat(mfd).st_size, nowait)
                 finally:
                     os.close(mfd)
             except FileNotFoundError:
                 mmeta = None
+            except BaseException:
+                r.close()  # the body's descriptor, if it was kept open
+                raise
             if mmeta is not None:
                 r.headers = {k: v for k, v in r.headers.items() if not is_post_replaced(k)}
                 r.headers.update(mmeta.get("headers", {}))
@@ -521,9 +544,14 @@ class ObjectWriter:
     def etag(self) -> str:
         return self.md5.hexdigest()
 
-    def commit(self, datadir: str, timestamp: str, ext: str, meta: dict) -> None:
+    def commit(self, datadir: str, timestamp: str, ext: str, meta: dict,
+               durable: bool = True) -> str:
         """Append the trailer, fdatasync, rename into place, fsync the directories whose
-        entries changed; returns only when all of that is on stable storage."""
+        entries changed; returns (the file's path) only when all of that is on stable storage.
+
+        ``durable=False`` skips the syncs and the removal of older files: the caller makes the
+        write durable by group commit (durable.GroupSync), then calls :func:`cleanup_dir`, so
+        an older version is never removed before the newer one is safe."""
         if self._in_block:
             self.crcs.append(self._crc)
             self._in_block = 0
@@ -537,7 +565,8 @@ class ObjectWriter:
             final_size = self.length + len(trailer)
             if os.fstat(self.fd).st_size != final_size:
                 os.ftruncate(self.fd, final_size)  # fallocate reserved more than we wrote
-        os.fdatasync(self.fd)  # the body is durable before it gets its name
+        if durable:
+            os.fdatasync(self.fd)  # the body is durable before it gets its name
         target = f"{datadir}/{timestamp}{ext}"
         try:
             os.rename(self.tmp_path, target)
@@ -545,14 +574,17 @@ class ObjectWriter:
         except FileNotFoundError:
             changed = [datadir] + make_dirs(datadir)
             os.rename(self.tmp_path, target)
-        for directory in changed:  # and its name is durable before success is reported
-            fsync_dir(directory)
+        if durable:
+            for directory in changed:  # and its name is durable before success is reported
+                fsync_dir(directory)
         os.close(self.fd)
         self.fd = None
         self.committed = True
-        cleanup_dir(datadir)
+        if durable:
+            cleanup_dir(datadir, older_than=f"{timestamp}{ext}")
         suffix_dir = os.path.dirname(datadir)
         invalidate_suffix(os.path.dirname(suffix_dir), os.path.basename(suffix_dir))
+        return target
 
     def abort(self) -> None:
         if self.fd is not None:

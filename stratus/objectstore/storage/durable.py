@@ -1,11 +1,21 @@
-"""Making writes durable: directory creation that reports what must be synced, and write-behind
-for large files.
+"""Making writes durable: group commit for small writes, per-file syncs for large ones,
+directory creation that reports what must be synced, and write-behind for large files.
 
-Why no group commit here: on a journaling filesystem (ext4's jbd2, xfs's log) fsyncs issued
-concurrently by several threads already share journal commits. Funnelling the syncs of a
-device through one committer thread, which then issues them one after another, was measured
-slower on this machine (2.6x fewer durable 4 KiB writes per second at 16 writers), so every I/O
-thread syncs its own file and directories (diskfile.ObjectWriter.commit).
+Small writes (a whole object body that arrived in one piece, tombstones, .meta files) are
+made durable by **group commit**: the writer creates and renames its file without syncing,
+then awaits :meth:`GroupSync.sync`, which covers every write finished before it started with
+one ``syncfs(2)`` of the device's filesystem (data, inodes and directory entries, then a cache
+flush). Measured on this machine with 4 KiB files: per-file ``fdatasync`` plus directory
+``fsync`` calls cost 0.8-0.9 ms of CPU per write (1,600-1,800 durable writes/s at 16-32 writers),
+one ``syncfs`` per batch 0.22 ms (3,700-3,900/s): each sync is a separate I/O submission, a
+virtio notification and an interrupt, and the batch needs one. Ceph's FileStore committed the
+same way. The price: a syncfs also flushes whatever else is dirty on that filesystem, so large
+bodies keep syncing only their own file (a streamed upload would otherwise make every small
+write wait for its megabytes). ``NodeConfig.group_sync = False`` turns group commit off.
+
+An earlier attempt at group commit funnelled the per-file ``fsync`` calls through one
+committer thread that issued them one after another, which was slower than letting every
+thread sync its own file (2.6x fewer writes/s). A syncfs is one call for the whole batch.
 
 Write-behind: :func:`start_writeback` asks the kernel to start writing a range that was just
 written (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and :func:`wait_writeback` waits for an
@@ -16,9 +26,11 @@ the end (the kernel would not start writing it on its own for 30 s).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import os
+import time
 
 from .common import fsync_dir
 
@@ -26,18 +38,85 @@ _SYNC_FILE_RANGE_WAIT_BEFORE = 1
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _load_sync_file_range():
+def _libc_function(name: str, argtypes: list):
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.sync_file_range
+        fn = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
 
-_sync_file_range = _load_sync_file_range()
+_sync_file_range = _libc_function(
+    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
+_syncfs = _libc_function("syncfs", [ctypes.c_int])
+
+
+def syncfs(path: str) -> None:
+    """Flush the whole filesystem holding ``path`` to stable storage; raises OSError (since
+    Linux 5.8 syncfs reports writeback errors of the filesystem)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs is None:
+            os.sync()  # no syncfs in this libc: the whole machine, still correct
+            return
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+class GroupSync:
+    """Group commit for one filesystem (see the module docs).
+
+    ``await sync()`` returns once everything written before the call is on stable storage.
+    At most one syncfs runs at a time (in ``executor``); callers that arrive while one runs
+    share the next one, since the running one may have started before their write finished.
+    A failed syncfs fails every caller it was covering.
+    """
+
+    def __init__(self, path: str, executor):
+        self.path = path
+        self.executor = executor
+        self._running: asyncio.Future | None = None
+        self._next: asyncio.Future | None = None
+        # for /recon: how many syncfs calls, writes they covered, seconds they took
+        self.stats = {"syncs": 0, "writes": 0, "seconds": 0.0}
+
+    async def sync(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stats["writes"] += 1
+        if self._running is None:
+            waiter = self._running = loop.create_future()
+            self._start(loop)
+        else:
+            if self._next is None:
+                self._next = loop.create_future()
+            waiter = self._next
+        await asyncio.shield(waiter)  # a cancelled caller must not cancel the shared sync
+
+    def _start(self, loop) -> None:
+        running = self._running
+        self.stats["syncs"] += 1
+        started = time.monotonic()
+        job = loop.run_in_executor(self.executor, syncfs, self.path)
+        job.add_done_callback(lambda done: self._finished(loop, running, done, started))
+
+    def _finished(self, loop, running: asyncio.Future, done: asyncio.Future,
+                  started: float) -> None:
+        self.stats["seconds"] += time.monotonic() - started
+        exc = done.exception()
+        if exc is None:
+            running.set_result(None)
+        else:
+            running.set_exception(exc)
+            running.exception()  # retrieved: callers may all have gone
+        self._running, self._next = self._next, None
+        if self._running is not None:
+            self._start(loop)
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -73,4 +152,4 @@ def make_dirs(path: str) -> list[str]:
     return changed
 
 
-__all__ = ["fsync_dir", "make_dirs", "start_writeback", "wait_writeback"]
+__all__ = ["GroupSync", "fsync_dir", "make_dirs", "start_writeback", "syncfs", "wait_writeback"]

@@ -26,6 +26,7 @@ from .common import (BadRequest, NodeRequest, http_date, iso_date, normalize_tim
                      split_hosts, valid_timestamp)
 from .db import AccountBroker, Broker, ContainerBroker, DatabaseError, db_path
 from .diskfile import DiskFileCorrupt, ObjectReader, ObjectWriter
+from .durable import GroupSync
 from .updater import RowBatcher, quote_path, send_update, write_pending
 
 log = logging.getLogger("stratus.objectstore.node")
@@ -35,6 +36,9 @@ READ_CHUNK = 1 << 20         # bytes read (and CRC-checked) per thread hop on GE
 MAX_META_BODY = 64 << 20     # REPLICATE bodies
 LISTING_LIMIT_MAX = 10000
 MAX_OBJECT_SIZE = 5 * 1024 ** 3 + 2
+# Bodies up to this size that arrive in one piece are written on the event loop itself (page
+# cache only; group commit makes them durable): cheaper than a hop to an I/O thread and back.
+INLINE_WRITE_MAX = 64 << 10
 
 
 @dataclass
@@ -53,6 +57,7 @@ class NodeConfig:
     updater_interval: float = 10.0
     expirer_interval: float = 60.0
     reclaim_age: float = diskfile.RECLAIM_AGE
+    group_sync: bool = True            # small writes made durable by group commit (durable.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -190,6 +195,9 @@ class StorageNode:
         # mount and free-space checks are cached briefly: a stat per request is measurable
         self._mount_cache: dict[str, tuple[float, bool]] = {}
         self._space_cache: dict[str, tuple[float, int]] = {}
+        # group commit: one GroupSync per filesystem, found by device name
+        self._fs_syncs: dict[int, GroupSync] = {}
+        self._device_syncs: dict[str, GroupSync] = {}
 
     # helpers -------------------------------------------------------------------------------
     def run_blocking(self, fn, *args):
@@ -232,6 +240,30 @@ class StorageNode:
         free = st.f_bavail * st.f_frsize
         self._space_cache[device] = (now, free)
         return free - needed >= self.config.reserve_bytes
+
+    async def group_commit(self, device: str, datadir: str, written: str) -> None:
+        """Make the small write of file ``written`` in ``datadir`` durable (one syncfs shared
+        with every other write in flight on the device's filesystem), then drop the versions it
+        replaces."""
+        group = self._device_syncs.get(device)
+        if group is None:
+            path = self.dev_path(device)
+            st_dev = os.stat(path).st_dev
+            group = self._fs_syncs.get(st_dev)
+            if group is None:
+                group = self._fs_syncs[st_dev] = GroupSync(path, self.executor)
+            self._device_syncs[device] = group
+        try:
+            await group.sync()
+        except OSError as exc:
+            log.error("syncfs of %s failed: %s", group.path, exc)
+            raise BadRequest(503, f"device {device} could not make the write durable: "
+                                  f"{exc.strerror}") from None
+        # the replaced versions go in the background: an unlink can wait on the disk (online
+        # discard), and nobody waits for it; a crash before it only leaves files the next
+        # write, read or replication pass of that directory removes
+        # (only files older than ``written``: a newer one may not be durable yet)
+        self.executor.submit(diskfile.cleanup_dir, datadir, None, written)
 
     def spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -369,7 +401,9 @@ class StorageNode:
             return
         stats = {name: getattr(d, "stats", {}) for name, d in self.daemons.items()}
         devices = {d: {"mounted": self.is_mounted(d)} for d in self.device_names()}
-        await send_json(send, 200, {"devices": devices, "daemons": stats})
+        group_sync = {g.path: g.stats for g in self._fs_syncs.values()}
+        await send_json(send, 200, {"devices": devices, "daemons": stats,
+                                    "group_sync": group_sync})
 
     # ---------------------------------------------------------------------------------------
     # Object server
@@ -474,8 +508,10 @@ class StorageNode:
         if replicated is not None:
             client_etag = replicated.get("etag")
 
+        group = self.config.group_sync
+        durability = None  # the group commit still to await, for small bodies
         if not more:
-            # Small object: one thread hop does it all.
+            # Small object: written in one go (on the loop, or in one thread hop).
             def write_small():
                 current, writer = open_writer()
                 if writer is None:
@@ -488,15 +524,20 @@ class StorageNode:
                     if client_etag and client_etag != etag:
                         return None, ("etag", etag)
                     meta["etag"] = etag
-                    writer.commit(datadir, ts, diskfile.DATA, meta)
+                    writer.commit(datadir, ts, diskfile.DATA, meta, durable=not group)
                     return None, ("ok", etag)
                 finally:
                     writer.abort()
 
-            current, result = await self.run_blocking(write_small)
+            if group and len(body) <= INLINE_WRITE_MAX:
+                current, result = write_small()
+            else:
+                current, result = await self.run_blocking(write_small)
             if result is None:
                 await self._conflict(send, current)
                 return
+            if group and result[0] == "ok":
+                durability = self.group_commit(req.device, datadir, ts + diskfile.DATA)
         else:
             current, writer = await self.run_blocking(open_writer)
             if writer is None:
@@ -523,14 +564,16 @@ class StorageNode:
         if kind == "disconnect":
             raise BadRequest(499, "client disconnected before the whole body was sent")
         etag = value
+        update = None
         if replicated is None:
             size = content_length if content_length is not None else None
             if size is None:
                 size = await self.run_blocking(_data_length, datadir, ts)
-            await self._container_update(
+            update = self._container_update(
                 req, hash_hex, ts, "PUT",
                 {"X-Size": str(size), "X-Content-Type": meta["headers"]["content-type"],
                  "X-Etag": etag})
+        await self._durable_and_listed(durability, update)
         if delete_at is not None:
             await self.run_blocking(self._add_expiring, req, delete_at, hash_hex)
         await send_response(send, 201, [("etag", etag), ("x-timestamp", ts)])
@@ -643,12 +686,40 @@ class StorageNode:
                                     method, path, headers, failed)
         return failed
 
+    @staticmethod
+    async def _durable_and_listed(durability, update) -> None:
+        """Await a group commit and a container update together: the listing row does not
+        wait for the sync. (A replica whose write then fails to sync has sent a row for an
+        object it does not hold; Swift has the same window whenever a PUT reaches some
+        replicas but not a quorum, and replication settles both.)"""
+        if durability is None or update is None:
+            for step in (durability, update):
+                if step is not None:
+                    await step
+            return
+        results = await asyncio.gather(durability, update, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _small_io(self, work, inline: bool):
+        """Run ``work(nowait)`` on the event loop when its reads hit the page cache (a cached
+        read costs less than the hop to a thread), else ``work()`` in a thread. ``work`` must
+        do nothing before its reads that it cannot do again."""
+        if inline:
+            try:
+                return work(True)
+            except BlockingIOError:
+                pass
+        return await self.run_blocking(work)
+
     async def object_get(self, req, receive, send):
         head = req.method == "HEAD"
         hash_hex, datadir = self.object_datadir(req)
         dev_path = self.dev_path(req.device)
         try:
-            reader = await self.run_blocking(ObjectReader.open, datadir)
+            reader = await self._small_io(lambda nowait=False: ObjectReader.open(datadir, nowait),
+                                          True)
         except DiskFileCorrupt as exc:
             await self.run_blocking(diskfile.quarantine, dev_path, datadir)
             log.warning("quarantined %s: %s", datadir, exc)
@@ -807,9 +878,11 @@ class StorageNode:
         if_delete_at = req.headers.get("x-if-delete-at")
         name = f"/{req.account}/{req.container}/{req.obj}"
 
-        def write_tombstone():
+        group = self.config.group_sync
+
+        def write_tombstone(nowait=False):
             try:
-                reader = ObjectReader.open(datadir)
+                reader = ObjectReader.open(datadir, nowait)
             except DiskFileCorrupt:
                 reader = None
             existed = reader is not None and reader.timestamp is not None and not reader.deleted
@@ -823,19 +896,22 @@ class StorageNode:
                 return "conflict", current
             writer = ObjectWriter(dev_path)
             try:
-                writer.commit(datadir, ts, diskfile.TOMBSTONE, {"name": name, "ts": ts})
+                writer.commit(datadir, ts, diskfile.TOMBSTONE, {"name": name, "ts": ts},
+                              durable=not group)
             finally:
                 writer.abort()
             return ("deleted" if existed else "missing"), current
 
-        outcome, current = await self.run_blocking(write_tombstone)
+        outcome, current = await self._small_io(write_tombstone, group)
         if outcome == "conflict":
             await self._conflict(send, current)
             return
         if outcome == "precondition":
             raise BadRequest(412, "X-If-Delete-At does not match")
-        if replicated is None:
-            await self._container_update(req, hash_hex, ts, "DELETE", {})
+        await self._durable_and_listed(
+            self.group_commit(req.device, datadir, ts + diskfile.TOMBSTONE) if group else None,
+            self._container_update(req, hash_hex, ts, "DELETE", {})
+            if replicated is None else None)
         await send_response(send, 204 if outcome == "deleted" else 404,
                             [("x-backend-timestamp", ts)])
 
@@ -852,9 +928,11 @@ class StorageNode:
             meta = {"name": f"/{req.account}/{req.container}/{req.obj}", "ts": ts,
                     "headers": headers}
 
-        def write_meta():
+        group = self.config.group_sync
+
+        def write_meta(nowait=False):
             try:
-                reader = ObjectReader.open(datadir)
+                reader = ObjectReader.open(datadir, nowait)
             except DiskFileCorrupt:
                 return "missing", None
             try:
@@ -869,12 +947,14 @@ class StorageNode:
                 reader.close()
             writer = ObjectWriter(dev_path)
             try:
-                writer.commit(datadir, ts, diskfile.META, meta)
+                writer.commit(datadir, ts, diskfile.META, meta, durable=not group)
             finally:
                 writer.abort()
             return "ok", None
 
-        outcome, current = await self.run_blocking(write_meta)
+        outcome, current = await self._small_io(write_meta, group)
+        if group and outcome == "ok":
+            await self.group_commit(req.device, datadir, ts + diskfile.META)
         if outcome == "missing":
             raise BadRequest(404, "not found")
         if outcome == "conflict":

@@ -133,6 +133,11 @@ def test_settings_validation(tmp_path):
     assert s.ring_dir == str(tmp_path / "objectstore" / "rings") and s.replicas == 3
     s = ObjectStoreSettings.from_section({"devices_per_node": "1,1", "run_nodes": "false"}, tmp_path)
     assert s.devices_per_node == [1, 1] and s.run_nodes is False
+    from stratus.objectstore.service import node_command
+
+    assert "--per-file-sync" not in node_command(s, tmp_path, 6200, ["d0"])
+    s = ObjectStoreSettings.from_section({"group_sync": "false"}, tmp_path)
+    assert node_command(s, tmp_path, 6200, ["d0"])[-1] == "--per-file-sync"
     for bad in ({"nope": 1}, {"replicas": 0}, {"devices_per_node": [0]}, {"max_file_size": "x"},
                 {"part_power": 30}):
         with pytest.raises(ConfigError) as exc:

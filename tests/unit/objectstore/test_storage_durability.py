@@ -119,3 +119,93 @@ def test_pending_update_file_and_its_new_directories_are_synced(dev, journal):
     synced_dirs = {p for k, p in journal if k == "fsync"}
     # the suffix dir holds the file; async_pending/ and the device dir got new entries
     assert synced_dirs == {directory, os.path.dirname(directory), str(dev)}
+
+
+def test_deferred_commit_syncs_nothing_and_keeps_the_old_version(dev, journal):
+    """A small write under group commit: no per-file syncs, the replaced version stays until
+    the caller's group sync is done and it runs cleanup_dir itself."""
+    datadir = commit_object(dev, ts="0000000001.00000")
+    journal.clear()
+    w = ObjectWriter(str(dev), 2)
+    try:
+        w.write(b"v2")
+        target = w.commit(datadir, "0000000002.00000", diskfile.DATA,
+                          {"name": "/a/c/o", "ts": "0000000002.00000", "etag": w.etag()},
+                          durable=False)
+    finally:
+        w.abort()
+    assert [k for k, _ in journal] == ["rename"] and target == journal[0][1]
+    assert sorted(os.listdir(datadir)) == ["0000000001.00000.data", "0000000002.00000.data"]
+    reader = diskfile.ObjectReader.open(datadir)
+    assert reader.timestamp == "0000000002.00000" and reader.small_body == b"v2"
+
+
+def test_cleanup_after_a_commit_spares_newer_files(dev):
+    """cleanup_dir(older_than=) removes only what the durable file replaces: a newer file that
+    arrived meanwhile (maybe not durable yet) and the file itself stay."""
+    datadir = commit_object(dev, ts="0000000003.00000")
+    for name in ("0000000001.00000.data", "0000000002.00000.meta", "0000000004.00000.data"):
+        open(os.path.join(datadir, name), "wb").close()
+    diskfile.cleanup_dir(datadir, older_than="0000000003.00000.data")
+    assert sorted(os.listdir(datadir)) == ["0000000003.00000.data", "0000000004.00000.data"]
+    diskfile.cleanup_dir(datadir)
+    assert os.listdir(datadir) == ["0000000004.00000.data"]
+
+
+def test_nowait_read_of_a_cached_object(dev, monkeypatch):
+    datadir = commit_object(dev, b"cached")
+    assert diskfile.ObjectReader.open(datadir, nowait=True).small_body == b"cached"
+
+    def not_cached(fd, buffers, offset, flags=0):
+        raise BlockingIOError(11, "would block")
+
+    monkeypatch.setattr(os, "preadv", not_cached)
+    with pytest.raises(BlockingIOError):
+        diskfile.ObjectReader.open(datadir, nowait=True)
+    assert diskfile.ObjectReader.open(datadir).small_body == b"cached"  # the ordinary read
+
+
+async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, monkeypatch):
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stratus.objectstore.storage import durable
+
+    calls = []
+    release = threading.Event()
+    fail = {"next": False}
+
+    def fake_syncfs(path):
+        calls.append(path)
+        release.wait(5)
+        if fail["next"]:
+            fail["next"] = False
+            raise OSError(5, "Input/output error", path)
+
+    monkeypatch.setattr(durable, "syncfs", fake_syncfs)
+    with ThreadPoolExecutor(2) as pool:
+        group = durable.GroupSync(str(tmp_path), pool)
+        first = asyncio.ensure_future(group.sync())
+        await asyncio.sleep(0.05)  # the first syncfs is running: the next three share one
+        later = [asyncio.ensure_future(group.sync()) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert len(calls) == 1
+        release.set()
+        await asyncio.gather(first, *later)
+        assert len(calls) == 2 and group.stats["syncs"] == 2 and group.stats["writes"] == 4
+        # a failed syncfs fails its callers; the next one is tried afresh
+        fail["next"] = True
+        with pytest.raises(OSError):
+            await group.sync()
+        await group.sync()
+        assert len(calls) == 4
+
+
+def test_syncfs_really_syncs(tmp_path):
+    from stratus.objectstore.storage import durable
+
+    (tmp_path / "f").write_bytes(b"x" * 4096)
+    durable.syncfs(str(tmp_path))  # no error on a real filesystem
+    with pytest.raises(OSError):
+        durable.syncfs(str(tmp_path / "missing"))
