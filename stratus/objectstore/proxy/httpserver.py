@@ -22,14 +22,11 @@ token check are those of :class:`TransIdMiddleware` and :class:`AuthMiddleware`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import signal
 import time
-from email.utils import formatdate
 
-import httptools
-
+from stratus.common.httpwire import (Connection, Request, http_date_now, serve_until_stopped,
+                                     status_line)
 from stratus.common.requestid import request_id_var
 
 from .http import (Req, Resp, SwiftError, decode_path, fault, new_trans_id, parse_query,
@@ -42,64 +39,6 @@ SMALL_BODY = 65536          # a request body up to this size is read whole befor
 BODY_CHUNK = 1 << 20        # a larger one is handed on in pieces of about this size
 _BODY_HIGH_WATER = 4 << 20  # stop reading the socket when this much request body is queued
 KEEP_ALIVE_TIMEOUT = 75.0
-
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def _status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        from http import HTTPStatus
-
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = {499: "Client Disconnect"}.get(status, "")
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
-    return line
-
-
-class _Date:
-    """The Date header, formatted once per second."""
-
-    def __init__(self):
-        self.second = 0
-        self.value = ""
-
-    def get(self) -> str:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            self.value = formatdate(now, usegmt=True)
-        return self.value
-
-
-_date = _Date()
-
-
-class _Request:
-    """One request on a connection: its head, and its body as it arrives."""
-
-    __slots__ = ("method", "url", "headers", "keep_alive", "http10", "expect_continue",
-                 "chunks", "buffered", "complete", "discard", "waiter")
-
-    def __init__(self, method, url, headers, keep_alive, http10, expect_continue):
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.http10 = http10
-        self.expect_continue = expect_continue
-        self.chunks: collections.deque = collections.deque()
-        self.buffered = 0
-        self.complete = False
-        self.discard = False  # answered already: the rest of the body is read and dropped
-        self.waiter: asyncio.Future | None = None
-
-    def wake(self):
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
 
 class ProxyHTTP:
@@ -122,191 +61,46 @@ class ProxyHTTP:
         return _Connection(self)
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(Connection):
+    keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    body_high_water = _BODY_HIGH_WATER
+
     def __init__(self, http: ProxyHTTP):
+        super().__init__(http.loop, http.connections)
         self.http = http
-        self.loop = http.loop
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.lost = False
-        self._url = b""
-        self._headers: list = []
-        self._parsing: _Request | None = None   # the request whose bytes the parser is reading
-        self._active: asyncio.Task | None = None  # the task answering requests, if any
-        self._queue: collections.deque[_Request] = collections.deque()  # pipelined, unanswered
-        self._reading_paused = False
-        self._write_ok = asyncio.Event()
-        self._write_ok.set()
-        self._idle_timer: asyncio.TimerHandle | None = None
-
-    # -- connection ----------------------------------------------------------------------------
-    def connection_made(self, transport):
-        self.transport = transport
-        self.http.connections.add(self)
-        self._idle_timer = self.loop.call_later(KEEP_ALIVE_TIMEOUT, self._idle_timeout)
-
-    def connection_lost(self, exc):
-        self.lost = True
-        self.http.connections.discard(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        self._write_ok.set()
-        if self._parsing is not None:
-            self._parsing.wake()
-        for req in self._queue:
-            req.wake()
-
-    def pause_writing(self):
-        self._write_ok.clear()
-
-    def resume_writing(self):
-        self._write_ok.set()
-
-    def _idle_timeout(self):
-        self._idle_timer = None
-        if self._active is None and not self.lost:
-            self.transport.close()
-
-    def shutdown(self):
-        """Graceful stop: an idle connection closes now, a busy one after its answer."""
-        if self._active is None and not self.lost:
-            self.transport.close()
-
-    def data_received(self, data):
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # no protocol upgrades here: the request is answered as a plain one
-        except httptools.HttpParserError as exc:
-            if self._active is None and not self.lost:
-                body = f"Invalid HTTP request received: {exc}".encode()
-                self.transport.write(
-                    _status_line(400) + b"content-type: text/plain; charset=utf-8\r\n"
-                    b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
-            if not self.lost:
-                self.transport.close()
-
-    # -- parser callbacks ------------------------------------------------------------------------
-    def on_message_begin(self):
-        self._url = b""
-        self._headers = []
-
-    def on_url(self, url):
-        self._url += url
-
-    def on_header(self, name, value):
-        self._headers.append((name, value))
-
-    def on_headers_complete(self):
-        parser = self.parser
-        expect = False
-        for name, value in self._headers:
-            if len(name) == 6 and name.lower() == b"expect" \
-                    and value.lower() == b"100-continue":
-                expect = True
-        req = _Request(parser.get_method().decode("ascii"), self._url, self._headers,
-                       parser.should_keep_alive(), parser.get_http_version() == "1.0", expect)
-        self._parsing = req
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self._active is None:
-            self._active = self.loop.create_task(self._serve(req))
-        else:
-            self._queue.append(req)
-            if not self._reading_paused:  # one pipelined request at a time is enough
-                self._reading_paused = True
-                self.transport.pause_reading()
-
-    def on_body(self, body):
-        req = self._parsing
-        if req.discard:
-            return
-        req.chunks.append(body)
-        req.buffered += len(body)
-        if req.buffered >= _BODY_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
-        req.wake()
-
-    def on_message_complete(self):
-        req = self._parsing
-        req.complete = True
-        req.wake()
-        self._parsing = None
 
     # -- request body ------------------------------------------------------------------------------
-    def _resume_reading(self):
-        if self._reading_paused and not self.lost:
-            self._reading_paused = False
-            self.transport.resume_reading()
-
-    async def _wait_body(self, req: _Request):
+    async def _wait_body(self, req: Request):
         if req.expect_continue:
             req.expect_continue = False
             if not req.buffered and not req.complete and not self.lost:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._resume_reading()
+        self.resume_reading()
         if self.lost:
             raise SwiftError(499, "Client disconnected")
-        req.waiter = self.loop.create_future()
-        try:
-            await req.waiter
-        finally:
-            req.waiter = None
+        await req.wait(self.loop)
         if self.lost and not req.complete:
             raise SwiftError(499, "Client disconnected")
 
-    def _take(self, req: _Request):
-        chunks = req.chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        req.buffered = 0
-        return data
-
-    async def _small_body(self, req: _Request) -> bytes:
+    async def _small_body(self, req: Request) -> bytes:
         while not req.complete:
             await self._wait_body(req)
-        return self._take(req) if req.chunks else b""
+        return req.take()
 
-    async def _stream_body(self, req: _Request):
+    async def _stream_body(self, req: Request):
         """The body in pieces of about BODY_CHUNK (fewer, larger writes to the nodes); a piece
         handed on is never touched again (the nodes' transports may still be sending it)."""
         while True:
             while req.buffered < BODY_CHUNK and not req.complete:
                 await self._wait_body(req)
             if req.chunks:
-                yield self._take(req)
+                yield req.take()
             if req.complete:
                 return
-            self._resume_reading()
+            self.resume_reading()
 
     # -- answering -----------------------------------------------------------------------------------
-    async def _serve(self, req: _Request):
-        try:
-            while True:
-                keep_alive = await self._answer(req)
-                if not req.complete and keep_alive:
-                    # read and drop the rest of the body, so the connection stays usable
-                    req.discard = True
-                    req.chunks.clear()
-                    req.buffered = 0
-                if self.lost:
-                    return
-                if not keep_alive:
-                    self.transport.close()
-                    return
-                if not self._queue:
-                    break
-                req = self._queue.popleft()
-        finally:
-            self._active = None
-        self._resume_reading()
-        if not self.lost:
-            self._idle_timer = self.loop.call_later(KEEP_ALIVE_TIMEOUT, self._idle_timeout)
-
-    async def _answer(self, req: _Request) -> bool:
+    async def answer(self, req: Request) -> bool:
         """Run one request through the filters and send the answer; False when the
         connection must close afterwards."""
         trans_id = new_trans_id()
@@ -349,7 +143,7 @@ class _Connection(asyncio.Protocol):
                             (time.perf_counter() - started) * 1000)
         return keep_alive
 
-    async def _send(self, req: _Request, resp: Resp, trans_id: str) -> bool:
+    async def _send(self, req: Request, resp: Resp, trans_id: str) -> bool:
         try:
             pairs, is_bytes = response_headers(resp, trans_id)
             status = resp.status
@@ -366,12 +160,12 @@ class _Connection(asyncio.Protocol):
                         keep_alive = False  # HTTP/1.0: the end of the body is the close
                     else:
                         chunked = True
-            lines = [_status_line(status).decode("latin-1")]
+            lines = [status_line(status).decode("latin-1")]
             for k, v in pairs:
                 if "\n" in v or "\r" in v:  # never let a value split the response
                     v = v.replace("\r", " ").replace("\n", " ")
                 lines.append(f"{k}: {v}\r\n")
-            lines.append(f"date: {_date.get()}\r\n")
+            lines.append(f"date: {http_date_now()}\r\n")
             if chunked:
                 lines.append("transfer-encoding: chunked\r\n")
             if not keep_alive:
@@ -396,15 +190,17 @@ class _Connection(asyncio.Protocol):
                 async for chunk in resp.body:
                     if not chunk:
                         continue
+                    if self.write_paused:
+                        # wait for the previous piece only now, after the next one came
+                        # from the node: the two overlap
+                        await self.drain()
+                    if self.lost:
+                        await resp.discard()
+                        return False
                     if chunked:
                         transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                     else:
                         transport.write(chunk)
-                    if not self._write_ok.is_set():
-                        await self._write_ok.wait()
-                    if self.lost:
-                        await resp.discard()
-                        return False
             except Exception:
                 # the answer has started: all the client can be told is a cut connection
                 log.exception("error streaming the answer to %s %s", req.method,
@@ -425,33 +221,7 @@ async def serve(pipeline, validator_factory, host: str, port: int, *, on_started
                 stop: asyncio.Event | None = None, drain_seconds: float = 10.0) -> None:
     """Listen until ``stop`` is set (or SIGINT/SIGTERM), then let busy connections finish
     their answer (at most ``drain_seconds``)."""
-    loop = asyncio.get_running_loop()
     http = ProxyHTTP(pipeline, validator_factory)
-    stop = stop or asyncio.Event()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread: the caller sets ``stop``
-    server = await loop.create_server(http.protocol, host, port, reuse_address=True,
-                                      backlog=2048)
-    try:
-        if on_started is not None:
-            on_started()
-        await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        server.close()
-        for conn in list(http.connections):
-            conn.shutdown()
-        deadline = loop.time() + drain_seconds
-        while http.connections and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-            for conn in list(http.connections):
-                conn.shutdown()
-        for conn in list(http.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+    await serve_until_stopped(http.protocol, http.connections, host, port,
+                              stop=stop or asyncio.Event(), on_started=on_started,
+                              drain_seconds=drain_seconds)

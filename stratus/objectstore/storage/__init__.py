@@ -12,7 +12,7 @@ Start one::
         --ip 127.0.0.1 --port 6200 [--devices sda,sdb] [--replicator-interval 30 ...]
 
 or from code: ``app = create_node_app(root, devices, ring_dir=..., port=...)`` (any ASGI
-server), or ``await run_node(root, devices, ring_dir=..., port=...)`` (uvicorn with uvloop and
+server), or ``await run_node(root, devices, ring_dir=..., port=...)`` (:mod:`.httpserver` with uvloop and
 httptools).
 
 Node API (internal; the proxy is its only client besides other nodes)
@@ -109,22 +109,12 @@ def create_node_app(root: Path, devices: list[str] | None = None, *, ring_dir: P
 async def run_node(root: Path, devices: list[str] | None = None, *, ring_dir: Path,
                    ip: str = "127.0.0.1", port: int = 6200, bind: str | None = None,
                    **options) -> None:
-    """Serve a node until cancelled (uvicorn, httptools, uvloop when available)."""
-    import uvicorn
-    from uvicorn.protocols.http import httptools_impl
+    """Serve a node until SIGINT/SIGTERM or cancellation (its own HTTP server on httptools,
+    see :mod:`.httpserver` for why not uvicorn; uvloop when the caller runs one)."""
+    from . import httpserver
 
-    # uvicorn stops reading a request body at 64 KiB buffered until the app asks for more:
-    # for multi-MiB uploads that is a pause/resume (two syscalls) per 64 KiB. Let a node
-    # buffer up to 1 MiB per request instead (still bounded).
-    httptools_impl.HIGH_WATER_LIMIT = max(httptools_impl.HIGH_WATER_LIMIT, 1 << 20)
     app = create_node_app(root, devices, ring_dir=ring_dir, ip=ip, port=port, **options)
-    config = uvicorn.Config(app, host=bind or ip, port=port, http="httptools",
-                            loop="uvloop", lifespan="on", access_log=False,
-                            log_level="warning", timeout_keep_alive=60,
-                            limit_concurrency=None, backlog=2048, server_header=False, proxy_headers=False,
-                            date_header=False)
-    server = uvicorn.Server(config)
-    await server.serve()
+    await httpserver.serve(app, bind or ip, port)
 
 
 __all__ = ["NodeConfig", "StorageNode", "create_node_app", "run_node"]

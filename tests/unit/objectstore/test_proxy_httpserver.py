@@ -4,18 +4,13 @@ filter pipeline in place of the object store, driven over raw sockets on loopbac
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from stratus.objectstore.proxy import httpserver
 from stratus.objectstore.proxy.http import Req, Resp, SwiftError
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .rawhttp import connect, free_port, read_response
 
 
 class Ctx:
@@ -76,7 +71,7 @@ class Pipeline:
 @pytest.fixture
 async def server():
     pipeline, validator = Pipeline(), Validator()
-    port = _free_port()
+    port = free_port()
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(httpserver.serve(pipeline, lambda: validator, "127.0.0.1", port,
@@ -86,36 +81,6 @@ async def server():
     yield port, pipeline, validator
     stop.set()
     await asyncio.wait_for(task, 5)
-
-
-async def read_response(reader, head_request=False):
-    """(status, headers dict, body) of one response, honouring Content-Length or chunked."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    if head_request or status in (100, 204, 304):
-        return status, headers, b""
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            data = await reader.readexactly(size + 2)
-            if size == 0:
-                return status, headers, body
-            body += data[:-2]
-    if "content-length" in headers:
-        return status, headers, await asyncio.wait_for(
-            reader.readexactly(int(headers["content-length"])), 5)
-    return status, headers, await asyncio.wait_for(reader.read(), 5)
-
-
-async def connect(port):
-    return await asyncio.open_connection("127.0.0.1", port)
 
 
 async def test_keep_alive_pipelining_and_headers(server):
