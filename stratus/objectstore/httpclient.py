@@ -237,11 +237,17 @@ class _Connection(asyncio.BufferedProtocol):
             w.set_result(None)
 
     async def wait_event(self, timeout: float | None):
-        self._waiter = asyncio.get_running_loop().create_future()
+        # a timer on the future itself: asyncio.wait_for would wrap it in another future and
+        # a done-callback on every wait (several waits per request on the proxy's hot path)
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
-            await asyncio.wait_for(self._waiter, timeout)
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def take_chunk(self):
         """The oldest buffered piece of body (bytes or a memoryview)."""
@@ -257,6 +263,11 @@ class _Connection(asyncio.BufferedProtocol):
             await asyncio.wait_for(self._write_ok.wait(), timeout)
         if self.closed:
             raise NodeConnectionError(f"connection to {self.key} lost while sending")
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
 
 
 class Response:
@@ -296,6 +307,15 @@ class Response:
         self._finish()
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if not self._done and conn.complete and not conn._paused:
+            # the whole body is in already (the usual small answer): no iterator needed
+            body = conn.body
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            conn.buffered = 0
+            self._finish()
+            return data if isinstance(data, bytes) else bytes(data)
         chunks = [c async for c in self.iter_body()]
         if len(chunks) == 1 and isinstance(chunks[0], bytes):
             return chunks[0]
@@ -315,11 +335,10 @@ class Response:
 
 
 def _encode_headers(method: str, path: str, host: str, headers: dict | Iterable) -> bytearray:
-    out = bytearray(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1"))
     items = headers.items() if isinstance(headers, dict) else headers
-    for k, v in items:
-        out += f"{k}: {v}\r\n".encode("latin-1")
-    return out
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in items]
+    return bytearray("".join(lines).encode("latin-1"))
 
 
 class HttpClient:
@@ -391,6 +410,117 @@ class HttpClient:
         conn, _ = await self._connect(host, port, fresh=True)
         return await self._exchange(conn, host, port, method, path, headers, body,
                                     content_length, timeout, expect_continue)
+
+    async def request_all(self, requests: list[tuple], *, timeout: float | None = None
+                          ) -> list:
+        """Several small requests at once, each ``(host, port, method, path, headers, body)``
+        with ``body`` bytes or None; returns once every answer is complete (or failed), one
+        :class:`Response` or exception per request, in order.
+
+        The fan-out of a small write (3 replicas) is the proxy's hottest path: requests on
+        idle keep-alive connections are written at once and their answers awaited together
+        on one future and one timer, with no task per request. A request that needs a new
+        connection, or whose idle connection turns out closed by the node, takes the
+        ordinary :meth:`request` path.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        count = len(requests)
+        results: list = [None] * count
+        conns: list[_Connection | None] = [None] * count
+        slow: dict[int, asyncio.Future] = {}
+        for i, (host, port, method, path, headers, body) in enumerate(requests):
+            idle = self._idle.get((host, port))
+            conn = None
+            while idle:
+                conn = idle.pop()
+                if not conn.closed:
+                    break
+                conn = None
+            if conn is None:
+                slow[i] = asyncio.ensure_future(
+                    self.request(host, port, method, path, headers, body, timeout=timeout))
+                continue
+            conns[i] = conn
+            if headers and "Content-Length" in headers:
+                headers = {k: v for k, v in headers.items() if k != "Content-Length"}
+            conn.start_response(method == "HEAD")
+            payload = body or b""
+            head = _encode_headers(method, path, host, headers or ())
+            if payload or method in ("PUT", "POST"):
+                head += b"Content-Length: %d\r\n" % len(payload)
+            head += b"\r\n"
+            head += payload
+            conn.transport.write(head)
+        pending = [i for i in range(count) if conns[i] is not None]
+        timer = None
+        timed_out = False
+        try:
+            while pending:
+                waiting = []
+                for i in pending:
+                    conn = conns[i]
+                    if not (conn.complete or conn._paused or conn.error is not None
+                            or conn.closed):
+                        waiting.append(i)
+                pending = waiting
+                if not pending:
+                    break
+                waiter = loop.create_future()
+                for i in pending:
+                    conns[i]._waiter = waiter
+                if timer is None and timeout is not None:
+                    timer = loop.call_later(timeout, _expire, waiter)
+                elif timer is not None:
+                    timer.cancel()
+                    timer = loop.call_at(timer.when(), _expire, waiter)
+                try:
+                    await waiter
+                except asyncio.TimeoutError:
+                    timed_out = True
+                    break
+                finally:
+                    for i in pending:
+                        conns[i]._waiter = None
+        except BaseException:
+            for conn in conns:
+                if conn is not None and not conn.complete and conn.transport is not None:
+                    conn.transport.close()
+            for fut in slow.values():
+                fut.cancel()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        for i, conn in enumerate(conns):
+            if conn is None:
+                continue
+            if conn.headers_done and (conn.complete or conn._paused):
+                results[i] = Response(self, conn, timeout)
+                if conn.complete and not conn.body:
+                    results[i]._finish()
+            elif timed_out and i in pending:
+                conn.transport.close()
+                results[i] = asyncio.TimeoutError()
+            else:
+                # broken before a complete answer; on a reused connection with nothing
+                # received the node never ran the request: send it again, as request() does
+                if conn.transport is not None:
+                    conn.transport.close()
+                if conn.received_any:
+                    results[i] = conn.error or NodeConnectionError(
+                        f"connection to {conn.key} lost")
+                else:
+                    host, port, method, path, headers, body = requests[i]
+                    slow[i] = asyncio.ensure_future(
+                        self.request(host, port, method, path, headers, body,
+                                     timeout=timeout))
+        for i, fut in slow.items():
+            try:
+                results[i] = await fut
+            except (NodeConnectionError, asyncio.TimeoutError, OSError) as exc:
+                results[i] = exc
+        return results
 
     @staticmethod
     async def _send_body(conn, body, chunked: bool, timeout):

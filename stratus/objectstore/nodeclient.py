@@ -34,16 +34,34 @@ def quorum_size(replicas: int) -> int:
     return replicas // 2 + 1
 
 
-def node_path(device: str, part: int, account: str, container: str | None = None,
-              obj: str | None = None) -> str:
-    def q(name, safe=""):
-        return quote(name.encode("utf-8", "surrogateescape"), safe=safe)
-    path = f"/{q(device)}/{part}/{q(account)}"
+def _q(name: str, safe: str = "") -> str:
+    return quote(name.encode("utf-8", "surrogateescape"), safe=safe)
+
+
+_DEVICE_PATHS: dict[str, str] = {}
+
+
+def names_path(account: str, container: str | None = None, obj: str | None = None) -> str:
+    """The percent-encoded ``/<account>[/<container>[/<object>]]`` tail of a node path."""
+    path = "/" + _q(account)
     if container is not None:
-        path += "/" + q(container)
+        path += "/" + _q(container)
         if obj is not None:
-            path += "/" + q(obj, safe="/")
+            path += "/" + _q(obj, safe="/")
     return path
+
+
+def node_path(device: str, part: int, account: str, container: str | None = None,
+              obj: str | None = None, *, tail: str | None = None) -> str:
+    """``/<device>/<part>/<account>[/<container>[/<object>]]``, percent-encoded; ``tail``
+    is :func:`names_path` of the names when the caller already has it (one request to
+    several nodes quotes the names once)."""
+    dev = _DEVICE_PATHS.get(device)
+    if dev is None:
+        if len(_DEVICE_PATHS) > 10000:
+            _DEVICE_PATHS.clear()
+        dev = _DEVICE_PATHS[device] = "/" + _q(device) + "/"
+    return f"{dev}{part}{tail if tail is not None else names_path(account, container, obj)}"
 
 
 def update_target_headers(kind: str, count: int, nodes: list[dict], part: int,
@@ -175,6 +193,29 @@ class NodeClient:
             return NodeResult(node, 503, {}, repr(exc).encode())
         return NodeResult(node, resp.status, resp.headers, data)
 
+    async def _small_many(self, nodes: list[dict], part: int, method: str, names: tuple,
+                          per_node: list, body: bytes | None, query: str
+                          ) -> list[NodeResult]:
+        """One small request per node, all at once (see HttpClient.request_all)."""
+        tail = names_path(*names)
+        if query:
+            tail += "?" + query
+        requests = [(n["ip"], n["port"], method, node_path(n["device"], part, *names, tail=tail),
+                     h, body) for n, h in zip(nodes, per_node)]
+        answers = await self.http.request_all(requests, timeout=self.node_timeout)
+        out = []
+        for node, resp in zip(nodes, answers):
+            if isinstance(resp, BaseException):
+                out.append(NodeResult(node, 503, {}, repr(resp).encode()))
+                continue
+            try:
+                data = await resp.read()
+            except (NodeConnectionError, asyncio.TimeoutError, OSError) as exc:
+                out.append(NodeResult(node, 503, {}, repr(exc).encode()))
+                continue
+            out.append(NodeResult(node, resp.status, resp.headers, data))
+        return out
+
     async def fanout(self, nodes: list[dict], part: int, method: str, account: str,
                      container: str | None = None, obj: str | None = None, *,
                      headers: dict | list[dict] | None = None, body: bytes | None = None,
@@ -183,9 +224,7 @@ class NodeClient:
         one dict per node, e.g. for per-node X-Container-Host)."""
         names = (account, container, obj)
         per_node = headers if isinstance(headers, list) else [headers or {}] * len(nodes)
-        return list(await asyncio.gather(*(
-            self._small(n, part, method, names, h, body, query)
-            for n, h in zip(nodes, per_node))))
+        return await self._small_many(nodes, part, method, names, per_node, body, query)
 
     # objects -------------------------------------------------------------------------------
     async def put_object(self, nodes: list[dict], handoffs: Iterator[dict], part: int,
@@ -283,21 +322,27 @@ class NodeClient:
         return self._put_outcome(tried + results, results, need)
 
     async def _put_small(self, nodes, handoffs, part, names, body, headers, need):
-        tried: list[NodeResult] = []
+        first = await self._small_many(nodes, part, "PUT", names, headers, body, "")
+        tried: list[NodeResult] = list(first)
         done: list[NodeResult] = []
 
-        async def slot(node, hdrs):
-            r = await self._small(node, part, "PUT", names, hdrs, body, "")
-            tried.append(r)
-            if r.status == 507 or r.status >= 500:
-                for handoff in handoffs:
-                    r = await self._small(handoff, part, "PUT", names, hdrs, body, "")
-                    tried.append(r)
-                    if r.status != 507 and r.status < 500:
-                        break
+        async def replace(r, hdrs):
+            """A refusing or unreachable node: the next handoffs, until one answers."""
+            for handoff in handoffs:
+                r = await self._small(handoff, part, "PUT", names, hdrs, body, "")
+                tried.append(r)
+                if r.status != 507 and r.status < 500:
+                    break
             done.append(r)
 
-        await asyncio.gather(*(slot(n, h) for n, h in zip(nodes, headers)))
+        retries = []
+        for r, hdrs in zip(first, headers):
+            if r.status == 507 or r.status >= 500:
+                retries.append(replace(r, hdrs))
+            else:
+                done.append(r)
+        if retries:
+            await asyncio.gather(*retries)
         return self._put_outcome(tried, done, need)
 
     def _put_outcome(self, tried, final, need) -> PutResult:

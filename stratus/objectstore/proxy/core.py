@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import mimetypes
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from stratus.objectstore.nodeclient import (NodeClient, quorum_status, update_ta
 from stratus.objectstore.ring import RingCache
 
 from .http import Req, Resp, SwiftError, fault, normalize_timestamp
+
+log = logging.getLogger("stratus.objectstore.proxy")
 
 MAX_CONTAINER_NAME = 256
 MAX_OBJECT_NAME = 1024
@@ -677,6 +680,9 @@ class Core:
             return Resp(202, {}, b"")
         if status == 499:
             raise SwiftError(499, "Client disconnected or sent a short body")
+        log.warning("PUT %s/%s/%s: no quorum: %s", req.account, req.container, req.obj,
+                    [(r.node.get("port"), r.node.get("device"), r.status, r.body[:200])
+                     for r in result.results])
         raise SwiftError(503, "The object was not stored on a quorum of nodes")
 
     @staticmethod

@@ -289,3 +289,55 @@ async def _body_buffers_are_recycled_only_when_free():
         assert b"".join(kept) == bodies[2]
         assert len(client._buffers._pool) <= client._buffers.keep
         await client.close()
+
+
+def test_request_all_fans_out_on_kept_connections_and_recovers(run):
+    run(_request_all_fans_out_on_kept_connections_and_recovers)
+
+
+async def _request_all_fans_out_on_kept_connections_and_recovers():
+    closing = {"once": False}
+
+    async def handler(writer, method, path):
+        if path == "/slow":
+            await asyncio.sleep(1.0)
+        body = f"{method} {path}".encode()
+        writer.write(b"HTTP/1.1 201 Created\r\nEtag: x\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        await writer.drain()
+        if path == "/close-after" and not closing["once"]:
+            closing["once"] = True
+            return False  # the node drops this keep-alive connection once it answered
+        return True
+
+    async with ScriptedServer(handler) as a, ScriptedServer(handler) as b:
+        client = HttpClient()
+        reqs = [("127.0.0.1", a.port, "PUT", "/close-after", {"X-Timestamp": "1"}, b"abc"),
+                ("127.0.0.1", b.port, "PUT", "/p", {"X-Timestamp": "1"}, b"abc"),
+                ("127.0.0.1", a.port, "DELETE", "/q", {}, None)]
+        # first round: new connections (the ordinary path)
+        answers = await client.request_all(reqs)
+        assert [r.status for r in answers] == [201, 201, 201]
+        assert [await r.read() for r in answers] == [b"PUT /close-after", b"PUT /p",
+                                                     b"DELETE /q"]
+        await asyncio.sleep(0.05)  # the node's close of the first connection arrives
+        # second round: kept connections; the one the node closed is replaced transparently
+        answers = await client.request_all(reqs)
+        assert [await r.read() for r in answers] == [b"PUT /close-after", b"PUT /p",
+                                                     b"DELETE /q"]
+        assert a.requests[-3:].count(("PUT", "/close-after", b"abc")) == 1
+        assert ("PUT", "/p", b"abc") in b.requests
+        # an answer that does not come in time is a TimeoutError; the others still arrive
+        answers = await client.request_all(
+            [("127.0.0.1", a.port, "GET", "/slow", {}, None),
+             ("127.0.0.1", b.port, "GET", "/fast", {}, None)], timeout=0.3)
+        assert isinstance(answers[0], asyncio.TimeoutError)
+        assert await answers[1].read() == b"GET /fast"
+        # nobody listening: a connection error in place of the answer
+        dead = HttpClient(connect_timeout=0.5)
+        port = a.port
+        await a.__aexit__(None, None, None)
+        [err] = await dead.request_all([("127.0.0.1", port, "GET", "/x", {}, None)])
+        assert isinstance(err, httpclient.NodeConnectionError)
+        await client.close()
+        await dead.close()
