@@ -93,9 +93,12 @@ class _Connection(Connection):
         while True:
             while req.buffered < BODY_CHUNK and not req.complete:
                 await self._wait_body(req)
+            # read before the yield: the rest of the body may arrive while the consumer holds
+            # this piece, and must then go out as one more piece, not be dropped
+            complete = req.complete
             if req.chunks:
                 yield req.take()
-            if req.complete:
+            if complete:
                 return
             self.resume_reading()
 

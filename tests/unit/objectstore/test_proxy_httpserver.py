@@ -49,6 +49,14 @@ class Pipeline:
             return Resp(200, {"content-type": "application/octet-stream",
                               "x-who": ctx.project_id if ctx else "anonymous",
                               "x-object-sysmeta-secret": "hidden"}, body or b"")
+        if req.path == "/slow-echo":
+            # a consumer that holds each piece a while (a slow node): the rest of the body,
+            # end included, arrives meanwhile
+            got = []
+            async for piece in req.body:
+                got.append(bytes(piece))
+                await asyncio.sleep(0.05)
+            return Resp(200, {"content-type": "application/octet-stream"}, b"".join(got))
         if req.path == "/stream":
             async def gen():
                 for i in range(3):
@@ -215,3 +223,14 @@ async def test_client_gone_mid_body_is_a_499(server):
             break
         await asyncio.sleep(0.02)
     assert pipeline.errors and pipeline.errors[0].status == 499
+
+
+async def test_body_end_arriving_while_a_piece_is_held_is_not_lost(server):
+    port, _, _ = server
+    r, w = await connect(port)
+    big = bytes(range(256)) * (4096 * 2 + 300)  # 2 MiB + 75 KiB: the tail is a short piece
+    w.write(b"PUT /slow-echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big)
+            + big)
+    status, _, body = await read_response(r)
+    assert status == 200 and len(body) == len(big) and body == big
+    w.close()
