@@ -191,6 +191,7 @@ class StorageNode:
         self.brokers = BrokerCache(self)
         self.daemons: dict[str, object] = {}
         self._tasks: list[asyncio.Task] = []
+        self.loop_stalls = 0  # times the event loop was found blocked for over a second
         self._background: set[asyncio.Task] = set()
         # mount and free-space checks are cached briefly: a stat per request is measurable
         self._mount_cache: dict[str, tuple[float, bool]] = {}
@@ -312,9 +313,24 @@ class StorageNode:
         for name, daemon in self.daemons.items():
             if daemon.interval > 0:
                 self._tasks.append(asyncio.ensure_future(daemon.run_forever()))
+        self._tasks.append(asyncio.ensure_future(self._watch_loop_stalls()))
         for device in self.device_names():
             # partial files of a previous process: nobody will finish them
             self.executor.submit(diskfile.clean_tmp, self.dev_path(device), 60)
+
+    async def _watch_loop_stalls(self, period: float = 0.5, report_over: float = 1.0):
+        """Log when the event loop was blocked: small reads and writes run on it (a file
+        system call that waits for the disk stalls every request of this node)."""
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + period
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            late = now - expected
+            if late > report_over:
+                self.loop_stalls += 1
+                log.warning("event loop blocked for %.1f s", late)
+            expected = now + period
 
     async def stop(self):
         for task in self._tasks + list(self._background):
@@ -403,7 +419,7 @@ class StorageNode:
         devices = {d: {"mounted": self.is_mounted(d)} for d in self.device_names()}
         group_sync = {g.path: g.stats for g in self._fs_syncs.values()}
         await send_json(send, 200, {"devices": devices, "daemons": stats,
-                                    "group_sync": group_sync})
+                                    "group_sync": group_sync, "loop_stalls": self.loop_stalls})
 
     # ---------------------------------------------------------------------------------------
     # Object server
@@ -545,6 +561,7 @@ class StorageNode:
                 await self._conflict(send, current)
                 return
             try:
+                streaming = time.monotonic()
                 result = await self._stream_to(writer, receive, body, content_length)
                 if result is None:
                     etag = writer.etag()
@@ -552,8 +569,15 @@ class StorageNode:
                         result = ("etag", etag)
                     else:
                         meta["etag"] = etag
+                        committing = time.monotonic()
                         await self.run_blocking(writer.commit, datadir, ts, diskfile.DATA, meta)
                         result = ("ok", etag)
+                        done = time.monotonic()
+                        if done - committing > 2.0:
+                            # the client (the proxy) gives up after node_timeout without a byte
+                            log.warning("slow commit of %s (%d bytes): body %.1f s, final sync "
+                                        "%.1f s", datadir, writer.length,
+                                        committing - streaming, done - committing)
             finally:
                 await self.run_blocking(writer.abort)
         kind, value = result
@@ -562,6 +586,8 @@ class StorageNode:
         if kind == "etag":
             raise BadRequest(422, f"ETag mismatch: body md5 is {value}")
         if kind == "disconnect":
+            log.warning("PUT %s: client gone after %s of %s bytes", datadir, value,
+                        content_length if content_length is not None else "?")
             raise BadRequest(499, "client disconnected before the whole body was sent")
         etag = value
         update = None

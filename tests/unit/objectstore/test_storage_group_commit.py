@@ -188,3 +188,16 @@ async def test_per_file_sync_when_group_commit_is_off(node_factory, syncs, monke
     r = await client.put(object_url(app, "o"), content=b"x" * 100,
                          headers={"X-Timestamp": ts(), "Content-Type": "text/plain"})
     assert r.status_code == 201 and calls == [] and len(fdatasyncs) == 1
+
+
+async def test_a_blocked_event_loop_is_counted_and_logged(node_factory, caplog):
+    app, _ = node_factory()
+    watcher = asyncio.ensure_future(app._watch_loop_stalls(period=0.02, report_over=0.2))
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.4)  # a file system call that waited for the disk, on the loop
+        await asyncio.sleep(0.05)
+        assert app.loop_stalls == 1
+        assert "event loop blocked" in caplog.text
+    finally:
+        watcher.cancel()
