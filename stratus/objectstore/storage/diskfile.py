@@ -21,9 +21,12 @@ File format (the same for all three kinds)::
 
 The trailer is written after the body because the ETag is only known once the body has
 streamed through. ``metadata`` holds the object's name, timestamp, ETag (md5 hex), length,
-its stored headers and ``crc``: the CRC-32 of each 1 MiB block of the body. Reads verify the
-CRC of every block *before* sending it (CRC-32 runs at several GB/s, md5 under 1 GB/s), so a
-node never sends a corrupt byte; the auditor checks the full md5 as well.
+its stored headers and ``xxh3``: the XXH3-64 hash of each 1 MiB block of the body. Reads check
+every block *before* sending it, so a node never sends a corrupt byte; the auditor checks the
+full md5 as well. XXH3 runs at over 20 GB/s here, CRC-32 (``crc``, what files written before
+2026-11-21 carry, still read) at 2.2 GB/s: at CRC-32's speed the check cost a 256 MiB GET
+about 0.12 s of a node's CPU, on a machine where the node, the proxy and the client share two
+cores.
 
 Durability: a write goes to tmp/ and is renamed into its hash directory; success is reported
 only once the body and every changed directory entry are on stable storage, so it survives a
@@ -32,7 +35,7 @@ parent of any directory the rename created) fsync'd after it; they are written b
 they stream (durable.start_writeback), so the final fdatasync is short. Small writes skip
 those syncs (``commit(durable=False)``) and are made durable in batches by group commit
 (durable.GroupSync, one syncfs for many writes). A file renamed into place but lost to a
-crash before its sync fails its trailer or CRC check and is quarantined like any corrupt
+crash before its sync fails its trailer or block check and is quarantined like any corrupt
 replica; its write was never acknowledged. Everything here blocks: it runs in the node's
 thread pool, or on the event loop for small cached files (``nowait`` reads).
 """
@@ -52,6 +55,7 @@ import zlib
 from array import array
 
 import msgpack
+import xxhash
 
 from .durable import fsync_dir, make_dirs, start_writeback, wait_writeback
 
@@ -98,19 +102,29 @@ def object_dir(dev_path: str, part: int, hash_hex: str) -> str:
     return f"{dev_path}/objects/{part}/{hash_hex[-3:]}/{hash_hex}"
 
 
-def _crc_bytes(crcs: array) -> bytes:
+def _sums_bytes(sums: array) -> bytes:
+    """Block sums as stored: little-endian whatever the machine."""
     if sys.byteorder != "little":
-        crcs = array("I", crcs)
-        crcs.byteswap()
-    return crcs.tobytes()
+        sums = array(sums.typecode, sums)
+        sums.byteswap()
+    return sums.tobytes()
 
 
-def _crc_array(raw: bytes) -> array:
-    arr = array("I")
+def _sums_array(raw: bytes, typecode: str) -> array:
+    arr = array(typecode)
     arr.frombytes(raw)
     if sys.byteorder != "little":
         arr.byteswap()
     return arr
+
+
+def block_sums(meta: dict) -> tuple[array, object]:
+    """(the stored sum of every block, the function that computes one) from a file's
+    metadata: XXH3-64, or CRC-32 for files written before XXH3."""
+    raw = meta.get("xxh3")
+    if raw is not None:
+        return _sums_array(raw, "Q"), xxhash.xxh3_64_intdigest
+    return _sums_array(meta.get("crc", b""), "I"), zlib.crc32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +366,8 @@ class ObjectReader:
         self.deleted = False
         self.body_len = 0
         self.small_body: bytes | None = None
-        self.crcs: array | None = None
+        self.sums: array | None = None   # the stored sum of every block of the body
+        self.block_sum = None            # and the function that computes one
         self.meta_file: str | None = None
         self.state_file: str | None = None
 
@@ -379,11 +394,11 @@ class ObjectReader:
         try:
             size = os.fstat(fd).st_size
             r.meta, r.body_len, r.small_body = read_file_meta(fd, size, nowait)
-            r.crcs = _crc_array(r.meta.get("crc", b""))
-            if len(r.crcs) != (r.body_len + BLOCK_SIZE - 1) // BLOCK_SIZE:
+            r.sums, r.block_sum = block_sums(r.meta)
+            if len(r.sums) != (r.body_len + BLOCK_SIZE - 1) // BLOCK_SIZE:
                 raise DiskFileCorrupt("block checksum count does not match length")
             if r.small_body is not None:
-                verify_blocks(r.small_body, 0, r.crcs)
+                verify_blocks(r.small_body, 0, r.sums, r.block_sum)
         except BaseException:
             os.close(fd)
             raise
@@ -429,7 +444,7 @@ class ObjectReader:
         data = os.pread(self.fd, want, offset)
         if len(data) != want:
             raise DiskFileCorrupt("short read")
-        verify_blocks(data, first_block, self.crcs)
+        verify_blocks(data, first_block, self.sums, self.block_sum)
         if start == offset and end - start == len(data):
             return data
         return data[start - offset:end - offset]
@@ -440,11 +455,12 @@ class ObjectReader:
             self.fd = None
 
 
-def verify_blocks(data: bytes, first_block: int, crcs: array) -> None:
+def verify_blocks(data: bytes, first_block: int, sums: array, block_sum=xxhash.xxh3_64_intdigest
+                  ) -> None:
     mv = memoryview(data)
     for i in range(0, len(data), BLOCK_SIZE):
-        if zlib.crc32(mv[i:i + BLOCK_SIZE]) != crcs[first_block + i // BLOCK_SIZE]:
-            raise DiskFileCorrupt(f"block {first_block + i // BLOCK_SIZE} fails its CRC")
+        if block_sum(mv[i:i + BLOCK_SIZE]) != sums[first_block + i // BLOCK_SIZE]:
+            raise DiskFileCorrupt(f"block {first_block + i // BLOCK_SIZE} fails its checksum")
 
 
 def audit_file(datadir: str, bytes_per_second: float = 0) -> str | None:
@@ -492,8 +508,8 @@ class ObjectWriter:
             self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                               0o644)
         self.md5 = hashlib.md5()
-        self.crcs = array("I")
-        self._crc = 0
+        self.sums = array("Q")
+        self._block = xxhash.xxh3_64()
         self._in_block = 0
         self.length = 0
         self._writeback_started = 0  # bytes handed to the disk by start_writeback
@@ -517,12 +533,12 @@ class ObjectWriter:
         pos = 0
         while pos < n:
             take = min(BLOCK_SIZE - self._in_block, n - pos)
-            self._crc = zlib.crc32(mv[pos:pos + take], self._crc)
+            self._block.update(mv[pos:pos + take])
             self._in_block += take
             pos += take
             if self._in_block == BLOCK_SIZE:
-                self.crcs.append(self._crc)
-                self._crc = 0
+                self.sums.append(self._block.intdigest())
+                self._block.reset()
                 self._in_block = 0
         written = 0
         while written < n:
@@ -553,11 +569,11 @@ class ObjectWriter:
         write durable by group commit (durable.GroupSync), then calls :func:`cleanup_dir`, so
         an older version is never removed before the newer one is safe."""
         if self._in_block:
-            self.crcs.append(self._crc)
+            self.sums.append(self._block.intdigest())
             self._in_block = 0
         meta = dict(meta)
         meta["len"] = self.length
-        meta["crc"] = _crc_bytes(self.crcs)
+        meta["xxh3"] = _sums_bytes(self.sums)
         raw = msgpack.packb(meta)
         trailer = raw + TRAILER.pack(len(raw), MAGIC)
         os.pwrite(self.fd, trailer, self.length)

@@ -225,7 +225,7 @@ class Replicator:
             return
         _, account, container, obj = meta["name"].split("/", 3)
         url = f"/{quote(target['device'], safe='')}/{part}" + quote_path(account, container, obj)
-        sent_meta = {k: v for k, v in meta.items() if k not in ("crc", "len")}
+        sent_meta = {k: v for k, v in meta.items() if k not in ("crc", "xxh3", "len")}
         headers = {"X-Backend-Replicated-Meta": base64.b64encode(msgpack.packb(sent_meta)).decode(),
                    "X-Timestamp": meta["ts"]}
         client = node.client

@@ -514,6 +514,7 @@ class StorageNode:
         if replicated is not None:
             meta = dict(replicated)
             meta.pop("crc", None)
+            meta.pop("xxh3", None)
             meta.pop("len", None)
         else:
             headers = {k: v for k, v in req.headers.items() if diskfile.is_stored_header(k)}

@@ -48,7 +48,7 @@ def test_object_roundtrip_multi_block(dev):
         assert r.timestamp == ts(100) and r.body_len == len(body)
         assert r.etag == hashlib.md5(body).hexdigest()
         assert r.headers == {"content-type": "x/y"}
-        assert len(r.crcs) == 3 and r.small_body is None
+        assert len(r.sums) == 3 and r.small_body is None
         assert r.read_range(0, len(body)) == body
         assert r.read_range(BLOCK_SIZE - 3, BLOCK_SIZE + 5) == body[BLOCK_SIZE - 3:BLOCK_SIZE + 5]
     finally:
@@ -99,10 +99,43 @@ def test_flipped_byte_is_caught_before_it_is_read_and_by_the_auditor(dev):
     with pytest.raises(DiskFileCorrupt):
         r.read_range(BLOCK_SIZE, BLOCK_SIZE + 10)
     r.close()
-    assert "CRC" in diskfile.audit_file(datadir)
+    assert "checksum" in diskfile.audit_file(datadir)
     target = diskfile.quarantine(str(dev), datadir)
     assert target and not os.path.exists(datadir)
     assert "quarantined" in target
+
+
+def test_files_with_crc32_block_sums_are_still_read_and_checked(dev):
+    """Files written before XXH3 carry CRC-32 block sums under ``crc``."""
+    import struct
+    import zlib
+
+    import msgpack
+
+    body = os.urandom(BLOCK_SIZE + 100)
+    datadir = write_object(dev, 1, HASH, body, ts(1))
+    path = os.path.join(datadir, os.listdir(datadir)[0])
+    r = ObjectReader.open(datadir)
+    meta = dict(r.meta)
+    r.close()
+    assert "xxh3" in meta and "crc" not in meta
+    del meta["xxh3"]
+    meta["crc"] = struct.pack("<2I", zlib.crc32(body[:BLOCK_SIZE]), zlib.crc32(body[BLOCK_SIZE:]))
+    raw = msgpack.packb(meta)
+    with open(path, "r+b") as fh:  # the old layout: same body, CRC-32 in the trailer
+        fh.truncate(len(body))
+        fh.seek(len(body))
+        fh.write(raw + diskfile.TRAILER.pack(len(raw), diskfile.MAGIC))
+    r = ObjectReader.open(datadir)
+    assert r.read_range(0, len(body)) == body
+    r.close()
+    with open(path, "r+b") as fh:
+        fh.seek(5)
+        fh.write(bytes([body[5] ^ 1]))
+    r = ObjectReader.open(datadir)
+    with pytest.raises(DiskFileCorrupt):
+        r.read_range(0, 10)
+    r.close()
 
 
 def test_broken_trailer_is_corrupt(dev):
