@@ -588,7 +588,13 @@ class ObjectWriter:
             os.rename(self.tmp_path, target)
             changed = [datadir]
         except FileNotFoundError:
-            changed = [datadir] + make_dirs(datadir)
+            try:
+                os.mkdir(datadir)  # a new object: usually only its hash directory is missing
+                changed = [datadir, os.path.dirname(datadir)]
+            except FileNotFoundError:
+                changed = [datadir] + make_dirs(datadir)
+            except FileExistsError:
+                changed = [datadir, os.path.dirname(datadir)]  # a concurrent writer made it
             os.rename(self.tmp_path, target)
         if durable:
             for directory in changed:  # and its name is durable before success is reported

@@ -242,7 +242,8 @@ class StorageNode:
         self._space_cache[device] = (now, free)
         return free - needed >= self.config.reserve_bytes
 
-    async def group_commit(self, device: str, datadir: str, written: str) -> None:
+    async def group_commit(self, device: str, datadir: str, written: str,
+                           cleanup: bool = True) -> None:
         """Make the small write of file ``written`` in ``datadir`` durable (one syncfs shared
         with every other write in flight on the device's filesystem), then drop the versions it
         replaces."""
@@ -263,8 +264,10 @@ class StorageNode:
         # the replaced versions go in the background: an unlink can wait on the disk (online
         # discard), and nobody waits for it; a crash before it only leaves files the next
         # write, read or replication pass of that directory removes
-        # (only files older than ``written``: a newer one may not be durable yet)
-        self.executor.submit(diskfile.cleanup_dir, datadir, None, written)
+        # (only files older than ``written``: a newer one may not be durable yet). Skipped
+        # (``cleanup=False``) when the directory was empty before the write: a new object.
+        if cleanup:
+            self.executor.submit(diskfile.cleanup_dir, datadir, None, written)
 
     def spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -497,8 +500,11 @@ class StorageNode:
         if if_none_match and if_none_match != "*":
             raise BadRequest(400, "If-None-Match on PUT only supports *")
 
+        found = {"files": True}  # whether the hash directory held anything before this write
+
         def open_writer():
-            state, _, _ = diskfile.scan_dir(datadir)
+            state, meta_file, obsolete = diskfile.scan_dir(datadir)
+            found["files"] = bool(state or meta_file or obsolete)
             current = state.rsplit(".", 1)[0] if state else None
             if if_none_match and state and state.endswith(diskfile.DATA):
                 return "exists", None
@@ -554,7 +560,8 @@ class StorageNode:
                 await self._conflict(send, current)
                 return
             if group and result[0] == "ok":
-                durability = self.group_commit(req.device, datadir, ts + diskfile.DATA)
+                durability = self.group_commit(req.device, datadir, ts + diskfile.DATA,
+                                               cleanup=found["files"])
         else:
             current, writer = await self.run_blocking(open_writer)
             if writer is None:
