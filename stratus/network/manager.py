@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -30,6 +31,8 @@ from stratus.network.state import AgentStateMixin
 
 log = logging.getLogger("stratus.network")
 
+# how many of the lowest free segment values a new network picks from
+_SEGMENT_CHOICES = 64
 NETWORK_OWNERS = ("network:dhcp", "network:router_interface", "network:router_gateway", "network:floatingip")
 
 class NetworkManager(PortMixin, L3Mixin, SecurityGroupMixin, QuotaMixin, AgentStateMixin):
@@ -188,11 +191,20 @@ class NetworkManager(PortMixin, L3Mixin, SecurityGroupMixin, QuotaMixin, AgentSt
             lo, hi = self.settings["vni_range"]
         used = set((await s.scalars(sa.select(m.Network.segment_key).where(m.Network.segment_key.like(prefix + "%"))))
                    .all())
+        # One of the lowest free values, at random (as Neutron's type drivers do): concurrent
+        # creates that all took the lowest one collided on the unique key, and a burst of 12
+        # could run out of retries.
+        free = []
         for value in range(lo, hi + 1):
             if f"{prefix}{value}" not in used:
-                return value, f"{prefix}{value}"
-        raise Conflict("Unable to create the network. No tenant network is available for allocation.",
-                       kind="NoNetworkAvailable")
+                free.append(value)
+                if len(free) == _SEGMENT_CHOICES:
+                    break
+        if not free:
+            raise Conflict("Unable to create the network. No tenant network is available for allocation.",
+                           kind="NoNetworkAvailable")
+        value = random.choice(free)
+        return value, f"{prefix}{value}"
 
     async def create_network(self, ctx: RequestContext, body: dict) -> dict:
         where = "network"
