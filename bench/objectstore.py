@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from tests.cloudfixture import VENV_BIN, destroy_cloud, free_port, start_cloud  # noqa: E402
+from tests.cloudfixture import destroy_cloud, start_cloud  # noqa: E402
 
 MiB = 1024 * 1024
 UPSTREAM = {"put_4k_ops": 71, "get_4k_ops": 283, "head_4k_ops": 296, "delete_4k_ops": 83,
@@ -261,27 +261,16 @@ def main() -> int:
     secs = args.seconds
     state = Path(tempfile.mkdtemp(prefix="stratus-osbench-"))
     cloud = None
-    proxy = None
+    stack = contextlib.ExitStack()
     result: dict = {"layout": "3 storage-node processes, 4 devices (2+1+1), 3 replicas, 3 zones; "
                               "proxy in its own process", "upstream": UPSTREAM}
     try:
         cloud = start_cloud(state, services=["identity", "objectstore"])
         nodes = children(cloud.proc.pid)
-        port = free_port()
-        env = dict(cloud.env)
-        env.update({"STRATUS_SERVER__PORT": str(port), "STRATUS_OBJECTSTORE__RUN_NODES": "false",
-                    "STRATUS_AUTH__IDENTITY_URL": cloud.identity_url})
-        log = open(state / "proxy.log", "w")
-        proxy = subprocess.Popen([str(VENV_BIN / "stratus"), "serve", "objectstore"], env=env,
-                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthcheck").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        from tests.functional.objectstore.proxyfixture import token_and_project
+        from tests.functional.objectstore.proxyfixture import served_proxy, token_and_project
+
+        proxy, base = stack.enter_context(served_proxy(cloud, state))
+        port = int(base.rsplit(":", 1)[1])
 
         token, project = token_and_project(cloud, "demo")
         acct = f"/v1/AUTH_{project}"
@@ -399,12 +388,7 @@ def main() -> int:
         # keep what was measured before the failure
         result["error"] = repr(exc)
     finally:
-        if proxy is not None and proxy.poll() is None:
-            os.kill(proxy.pid, signal.SIGINT)
-            try:
-                proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proxy.pid, signal.SIGKILL)
+        stack.close()  # the served proxy
         if cloud is not None:
             destroy_cloud(cloud)
         shutil.rmtree(state, ignore_errors=True)

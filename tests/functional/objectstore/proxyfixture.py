@@ -3,15 +3,53 @@ processes with 4 devices, 3 replicas) and helpers to drive it with the real clie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.cloudfixture import VENV_BIN
+from tests.cloudfixture import REPO, VENV_BIN, free_port
+
+
+@contextlib.contextmanager
+def served_proxy(cloud, state: Path, timeout: float = 30):
+    """`stratus serve objectstore` in its own process against ``cloud``'s nodes and identity;
+    yields (the process, its URL) once it answers /healthcheck, stops it by PID after."""
+    port = free_port()
+    env = dict(cloud.env)
+    env.update({"STRATUS_SERVER__PORT": str(port), "STRATUS_OBJECTSTORE__RUN_NODES": "false",
+                "STRATUS_AUTH__IDENTITY_URL": cloud.identity_url})
+    with open(state / "proxy.log", "w") as log:
+        proxy = subprocess.Popen([str(VENV_BIN / "stratus"), "serve", "objectstore"], env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proxy.poll() is None, (state / "proxy.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthcheck").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the proxy did not start"
+            time.sleep(0.1)
+        yield proxy, url
+    finally:
+        if proxy.poll() is None:
+            os.kill(proxy.pid, signal.SIGINT)
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proxy.pid, signal.SIGKILL)
+                proxy.wait(5)
 
 
 def swift_env(cloud, name: str = "demo", *, user: str | None = None, password: str | None = None,

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.cloudfixture import REPO, VENV_BIN, destroy_cloud, free_port, start_cloud
+from tests.cloudfixture import destroy_cloud, start_cloud
 
-from .proxyfixture import login, make_project_user, token_and_project
+from .proxyfixture import login, make_project_user, served_proxy, token_and_project
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,35 +23,10 @@ pytestmark = pytest.mark.timeout(300)
 def served():
     state = Path(tempfile.mkdtemp(prefix="stratus-osserve-"))
     cloud = start_cloud(state, services=["identity", "objectstore"])
-    proxy = None
     try:
-        port = free_port()
-        env = dict(cloud.env)
-        env.update({"STRATUS_SERVER__PORT": str(port), "STRATUS_OBJECTSTORE__RUN_NODES": "false",
-                    "STRATUS_AUTH__IDENTITY_URL": cloud.identity_url})
-        log = open(state / "proxy.log", "w")
-        proxy = subprocess.Popen([str(VENV_BIN / "stratus"), "serve", "objectstore"], env=env,
-                                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert proxy.poll() is None, (state / "proxy.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthcheck").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the proxy did not start"
-            time.sleep(0.1)
-        yield cloud, proxy, url
+        with served_proxy(cloud, state) as (proxy, url):
+            yield cloud, proxy, url
     finally:
-        if proxy is not None and proxy.poll() is None:
-            os.kill(proxy.pid, signal.SIGINT)
-            try:
-                proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proxy.pid, signal.SIGKILL)
-                proxy.wait(5)
         destroy_cloud(cloud)
         shutil.rmtree(state, ignore_errors=True)
 
