@@ -64,8 +64,25 @@ def node_path(device: str, part: int, account: str, container: str | None = None
     return f"{dev}{part}{tail if tail is not None else names_path(account, container, obj)}"
 
 
+def pair_colocated(targets: list[dict], requesters: list[dict]) -> list[dict]:
+    """``targets`` reordered so that the i-th is, where the rings allow it, on the same node
+    (ip and port) as ``requesters[i]``; the rest keep their ring order. A storage node merges
+    a listing update for one of its own devices in-process, without an HTTP round trip."""
+    remaining = list(targets)
+    placed: list[dict | None] = []
+    for requester in requesters[:len(targets)]:
+        match = next((t for t in remaining if t["ip"] == requester["ip"]
+                      and t["port"] == requester["port"]), None)
+        if match is not None:
+            remaining.remove(match)
+        placed.append(match)
+    ordered = [slot if slot is not None else remaining.pop(0) for slot in placed]
+    return ordered + remaining
+
+
 def update_target_headers(kind: str, count: int, nodes: list[dict], part: int,
-                          base: dict | None = None) -> list[dict]:
+                          base: dict | None = None,
+                          requesters: list[dict] | None = None) -> list[dict]:
     """Per-request headers that tell ``count`` storage requests where to send listing updates.
 
     ``kind`` is "container" (object PUT/DELETE → container servers) or "account" (container
@@ -73,8 +90,11 @@ def update_target_headers(kind: str, count: int, nodes: list[dict], part: int,
     or account. Every target is named at least once and, when there are fewer requests than
     targets, some requests carry several (as Swift's proxy does), so one failed object
     node never leaves a container replica without its update. Each dict starts from ``base``.
+    ``requesters`` (the nodes the requests go to) pairs requests and targets on the same node.
     """
     prefix = f"X-{kind.title()}"
+    if requesters:
+        nodes = pair_colocated(nodes, requesters)
     out = []
     for i in range(count):
         mine = [nodes[j] for j in range(len(nodes)) if j % count == i % count] if nodes else []

@@ -505,10 +505,11 @@ class Core:
         part, nodes = ring.get_nodes(req.account, req.container, req.obj)
         return ring, part, nodes
 
-    def _container_targets(self, req: Req, count: int, base: dict) -> list[dict]:
+    def _container_targets(self, req: Req, object_nodes: list[dict], base: dict) -> list[dict]:
         cring = self.ring("container")
         cpart, cnodes = cring.get_nodes(req.account, req.container)
-        return update_target_headers("container", count, cnodes, cpart, base)
+        return update_target_headers("container", len(object_nodes), cnodes, cpart, base,
+                                     requesters=object_nodes)
 
     async def object_get(self, req: Req) -> Resp:
         await self._wait_ready()
@@ -653,7 +654,7 @@ class Core:
         base["X-Timestamp"] = ts
         await self._wait_ready()
         ring, part, nodes = self._object_nodes(req)
-        per_node = self._container_targets(req, len(nodes), base)
+        per_node = self._container_targets(req, nodes, base)
         body = req.body if req.body is not None else b""
         if not isinstance(body, (bytes, bytearray)):
             body = self._limited(body, self.max_file_size)
@@ -718,7 +719,7 @@ class Core:
             h["X-If-Delete-At"] = req.headers["x-if-delete-at"]
         await self._wait_ready()
         ring, part, nodes = self._object_nodes(req)
-        per_node = self._container_targets(req, len(nodes), h)
+        per_node = self._container_targets(req, nodes, h)
         results = await self._object_fanout(ring, part, nodes, "DELETE", req, per_node)
         self.usage_changed(req)
         status = quorum_status([r.status for r in results], ring.replicas)

@@ -9,6 +9,7 @@ import errno
 import logging
 import math
 import os
+import sqlite3
 import time
 import uuid
 from collections import OrderedDict
@@ -690,8 +691,10 @@ class StorageNode:
         else:
             row = [req.obj, ts, 0, "", "", 1]
         timeout = self.config.update_timeout
-        tasks = [asyncio.ensure_future(self.row_batcher.submit(
-            t, req.account, req.container, row, timeout)) for t in targets]
+        tasks = [asyncio.ensure_future(
+            self._merge_local_row(t, req.account, req.container, row) if self._is_local(t)
+            else self.row_batcher.submit(t, req.account, req.container, row, timeout))
+            for t in targets]
         done, _ = await asyncio.wait(tasks, timeout=timeout)
         failed = [t for t, task in zip(targets, tasks)
                   if task not in done or task.exception() is not None or not task.result()]
@@ -704,6 +707,36 @@ class StorageNode:
             path = quote_path(req.account, req.container, req.obj)
             await self.run_blocking(write_pending, self.dev_path(req.device), hash_hex, ts,
                                     "object", method, path, headers, failed)
+
+    def _is_local(self, target) -> bool:
+        """Whether an update target is a device of this very node: its row is then merged
+        here, as the container server would merge it, without an HTTP round trip to
+        ourselves (the proxy pairs each object replica with a container replica on the same
+        node where the rings allow it, so in a cluster whose nodes hold both, every listing
+        update is local)."""
+        ip, port, device, _ = target
+        return (port == self.config.port and port != 0 and ip == self.config.ip
+                and self.is_mounted(device))
+
+    async def _merge_local_row(self, target, account: str, container: str, row: list) -> bool:
+        """One object row into this node's replica of the container DB; False (the update
+        is then kept pending and retried) when that DB does not exist or the merge failed,
+        the same outcomes as the container server's 404/5xx."""
+        _, _, device, part = target
+        try:
+            hash_hex = self.rings.hash_hex("container", account, container)
+            entry = self.brokers.get(db_path(self.dev_path(device), "container", part,
+                                             hash_hex), "container")
+            if not await self._db_exists(entry):
+                return False
+            await self.brokers.merge_rows(entry, [tuple(row)])
+        except BadRequest:
+            return False  # no container ring
+        except (OSError, DatabaseError, sqlite3.Error) as exc:
+            log.warning("local listing update of /%s/%s on %s failed: %r", account, container,
+                        device, exc)
+            return False
+        return True
 
     async def _send_updates(self, device, hash_hex, ts, kind, method, path, headers, targets):
         timeout = self.config.update_timeout
