@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import os
 import time
 
@@ -54,10 +55,16 @@ _sync_file_range = _libc_function(
 _syncfs = _libc_function("syncfs", [ctypes.c_int])
 
 
-def syncfs(path: str) -> None:
-    """Flush the whole filesystem holding ``path`` to stable storage; raises OSError (since
-    Linux 5.8 syncfs reports writeback errors of the filesystem)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def syncfs(path: str, fd: int | None = None) -> None:
+    """Flush the whole filesystem holding ``path`` to stable storage; raises OSError.
+
+    Since Linux 5.8 syncfs reports the filesystem's writeback errors, but only those recorded
+    after ``fd`` was opened (or after the last syncfs on it): to hear of an error that
+    background writeback hit before this call, pass a descriptor opened before the writes it
+    should cover (GroupSync keeps one). Without ``fd`` a fresh one is opened."""
+    own = fd is None
+    if own:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         if _syncfs is None:
             os.sync()  # no syncfs in this libc: the whole machine, still correct
@@ -66,27 +73,49 @@ def syncfs(path: str) -> None:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), path)
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 class GroupSync:
     """Group commit for one filesystem (see the module docs).
 
-    ``await sync()`` returns once everything written before the call is on stable storage.
-    At most one syncfs runs at a time (in ``executor``); callers that arrive while one runs
-    share the next one, since the running one may have started before their write finished.
-    A failed syncfs fails every caller it was covering.
+    A writer calls :meth:`begin` before it writes and ``await sync(token)`` after; ``sync``
+    returns once everything written before the call is on stable storage. At most one syncfs
+    runs at a time (in ``executor``); callers that arrive while one runs share the next one,
+    since the running one may have started before their write finished.
+
+    Errors: a failed syncfs fails every caller it was covering. It also fails every write that
+    had begun before the failure was reported, even one whose own later syncfs succeeds: the
+    kernel reports a writeback error once per open file, and the page it lost may have been
+    one of theirs. For the same reason syncfs runs on a descriptor opened before the writes it
+    covers (:meth:`begin` opens it), so errors hit by background writeback are heard too; it
+    is closed after ``idle_close`` seconds without writes, so an idle device can be unmounted.
     """
 
-    def __init__(self, path: str, executor):
+    def __init__(self, path: str, executor, idle_close: float = 10.0):
         self.path = path
         self.executor = executor
+        self.idle_close = idle_close
         self._running: asyncio.Future | None = None
         self._next: asyncio.Future | None = None
+        self._fd: int | None = None
+        self._generation = 0     # +1 whenever the descriptor is closed
+        self.failures = 0        # syncfs calls that failed so far
+        self._last_begin = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         # for /recon: how many syncfs calls, writes they covered, seconds they took
         self.stats = {"syncs": 0, "writes": 0, "seconds": 0.0}
 
-    async def sync(self) -> None:
+    def begin(self) -> tuple[int, int]:
+        """Call before writing; pass the token to :meth:`sync`."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._arm_idle_close()
+        self._last_begin = time.monotonic()
+        return self._generation, self.failures
+
+    async def sync(self, token: tuple[int, int] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.stats["writes"] += 1
         if self._running is None:
@@ -97,12 +126,15 @@ class GroupSync:
                 self._next = loop.create_future()
             waiter = self._next
         await asyncio.shield(waiter)  # a cancelled caller must not cancel the shared sync
+        if token is not None and token != (self._generation, self.failures):
+            raise OSError(errno.EIO, "a writeback error on this file system was reported "
+                                     "while the write was in progress", self.path)
 
     def _start(self, loop) -> None:
         running = self._running
         self.stats["syncs"] += 1
         started = time.monotonic()
-        job = loop.run_in_executor(self.executor, syncfs, self.path)
+        job = loop.run_in_executor(self.executor, syncfs, self.path, self._fd)
         job.add_done_callback(lambda done: self._finished(loop, running, done, started))
 
     def _finished(self, loop, running: asyncio.Future, done: asyncio.Future,
@@ -112,11 +144,36 @@ class GroupSync:
         if exc is None:
             running.set_result(None)
         else:
+            self.failures += 1
             running.set_exception(exc)
             running.exception()  # retrieved: callers may all have gone
         self._running, self._next = self._next, None
         if self._running is not None:
             self._start(loop)
+
+    def _arm_idle_close(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self.idle_close, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._idle_timer = None
+        if self._fd is None:
+            return
+        if self._running is not None or time.monotonic() - self._last_begin < self.idle_close:
+            self._arm_idle_close()
+            return
+        os.close(self._fd)
+        self._fd = None
+        self._generation += 1
+
+    def close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._fd is not None and self._running is None:
+            os.close(self._fd)
+            self._fd = None
+            self._generation += 1
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:

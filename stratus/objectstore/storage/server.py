@@ -243,11 +243,8 @@ class StorageNode:
         self._space_cache[device] = (now, free)
         return free - needed >= self.config.reserve_bytes
 
-    async def group_commit(self, device: str, datadir: str, written: str,
-                           cleanup: bool = True) -> None:
-        """Make the small write of file ``written`` in ``datadir`` durable (one syncfs shared
-        with every other write in flight on the device's filesystem), then drop the versions it
-        replaces."""
+    def sync_group(self, device: str) -> GroupSync:
+        """The group commit of the filesystem holding ``device``."""
         group = self._device_syncs.get(device)
         if group is None:
             path = self.dev_path(device)
@@ -256,8 +253,26 @@ class StorageNode:
             if group is None:
                 group = self._fs_syncs[st_dev] = GroupSync(path, self.executor)
             self._device_syncs[device] = group
+        return group
+
+    def begin_small_write(self, device: str) -> tuple[int, int] | None:
+        """Call before a small write that :meth:`group_commit` will make durable (None when
+        group commit is off); the token goes to group_commit."""
+        if not self.config.group_sync:
+            return None
         try:
-            await group.sync()
+            return self.sync_group(device).begin()
+        except OSError as exc:
+            raise BadRequest(507, f"device {device} cannot be synced: {exc.strerror}") from None
+
+    async def group_commit(self, device: str, datadir: str, written: str,
+                           cleanup: bool = True, token: tuple[int, int] | None = None) -> None:
+        """Make the small write of file ``written`` in ``datadir`` durable (one syncfs shared
+        with every other write in flight on the device's filesystem), then drop the versions it
+        replaces. ``token`` is what :meth:`begin_small_write` gave before the write."""
+        group = self.sync_group(device)
+        try:
+            await group.sync(token)
         except OSError as exc:
             log.error("syncfs of %s failed: %s", group.path, exc)
             raise BadRequest(503, f"device {device} could not make the write durable: "
@@ -341,6 +356,8 @@ class StorageNode:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         await self.client.close()
+        for group in self._fs_syncs.values():
+            group.close()
         self.executor.shutdown(wait=False)
 
     async def handle_http(self, scope, receive, send):
@@ -535,6 +552,7 @@ class StorageNode:
         group = self.config.group_sync
         durability = None  # the group commit still to await, for small bodies
         if not more:
+            token = self.begin_small_write(req.device)
             # Small object: written in one go (on the loop, or in one thread hop).
             def write_small():
                 current, writer = open_writer()
@@ -562,7 +580,7 @@ class StorageNode:
                 return
             if group and result[0] == "ok":
                 durability = self.group_commit(req.device, datadir, ts + diskfile.DATA,
-                                               cleanup=found["files"])
+                                               cleanup=found["files"], token=token)
         else:
             current, writer = await self.run_blocking(open_writer)
             if writer is None:
@@ -969,6 +987,7 @@ class StorageNode:
                 writer.abort()
             return ("deleted" if existed else "missing"), current
 
+        token = self.begin_small_write(req.device)
         outcome, current = await self._small_io(write_tombstone, group)
         if outcome == "conflict":
             await self._conflict(send, current)
@@ -976,7 +995,8 @@ class StorageNode:
         if outcome == "precondition":
             raise BadRequest(412, "X-If-Delete-At does not match")
         await self._durable_and_listed(
-            self.group_commit(req.device, datadir, ts + diskfile.TOMBSTONE) if group else None,
+            self.group_commit(req.device, datadir, ts + diskfile.TOMBSTONE, token=token)
+            if group else None,
             self._container_update(req, hash_hex, ts, "DELETE", {})
             if replicated is None else None)
         await send_response(send, 204 if outcome == "deleted" else 404,
@@ -1019,9 +1039,10 @@ class StorageNode:
                 writer.abort()
             return "ok", None
 
+        token = self.begin_small_write(req.device)
         outcome, current = await self._small_io(write_meta, group)
         if group and outcome == "ok":
-            await self.group_commit(req.device, datadir, ts + diskfile.META)
+            await self.group_commit(req.device, datadir, ts + diskfile.META, token=token)
         if outcome == "missing":
             raise BadRequest(404, "not found")
         if outcome == "conflict":

@@ -1,5 +1,6 @@
 """Durable writes on a storage node: what is synced, and in which order; write-behind."""
 
+import asyncio
 import os
 
 import pytest
@@ -166,7 +167,6 @@ def test_nowait_read_of_a_cached_object(dev, monkeypatch):
 
 
 async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, monkeypatch):
-    import asyncio
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -176,7 +176,7 @@ async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, mo
     release = threading.Event()
     fail = {"next": False}
 
-    def fake_syncfs(path):
+    def fake_syncfs(path, fd=None):
         calls.append(path)
         release.wait(5)
         if fail["next"]:
@@ -200,6 +200,62 @@ async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, mo
             await group.sync()
         await group.sync()
         assert len(calls) == 4
+
+
+async def test_a_write_in_progress_when_a_sync_failed_fails_too(tmp_path, monkeypatch):
+    """The kernel reports a writeback error once per open file: a write that had begun when
+    a syncfs failed may have lost its pages, so its own later (successful) sync must not make
+    it a success; writes begun after the failure are not affected."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stratus.objectstore.storage import durable
+
+    descriptors = []
+    fail = {"next": False}
+
+    def fake_syncfs(path, fd=None):
+        descriptors.append(fd)
+        if fail["next"]:
+            fail["next"] = False
+            raise OSError(5, "Input/output error", path)
+
+    monkeypatch.setattr(durable, "syncfs", fake_syncfs)
+    with ThreadPoolExecutor(2) as pool:
+        group = durable.GroupSync(str(tmp_path), pool)
+        in_progress = group.begin()          # this write is still being made...
+        fail["next"] = True
+        with pytest.raises(OSError):         # ...when another write's sync fails
+            await group.sync(group.begin())
+        with pytest.raises(OSError, match="reported while the write was in progress"):
+            await group.sync(in_progress)    # its own sync succeeds, the write does not
+        await group.sync(group.begin())      # a write begun after the failure is fine
+        # every syncfs ran on the one descriptor opened by the first begin(), before the writes
+        assert len(set(descriptors)) == 1 and descriptors[0] is not None
+        os.fstat(descriptors[0])
+        group.close()
+
+
+async def test_group_sync_lets_go_of_an_idle_device(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stratus.objectstore.storage import durable
+
+    monkeypatch.setattr(durable, "syncfs", lambda path, fd=None: None)
+    with ThreadPoolExecutor(2) as pool:
+        group = durable.GroupSync(str(tmp_path), pool, idle_close=0.05)
+        token = group.begin()
+        await group.sync(token)
+        fd = group._fd
+        assert fd is not None
+        await asyncio.sleep(0.3)
+        assert group._fd is None  # closed: the device could be unmounted now
+        with pytest.raises(OSError):
+            os.fstat(fd)
+        # a write that began on the closed descriptor cannot be vouched for; a new one can
+        with pytest.raises(OSError):
+            await group.sync(token)
+        await group.sync(group.begin())
+        group.close()
 
 
 def test_syncfs_really_syncs(tmp_path):

@@ -103,11 +103,11 @@ def syncs(monkeypatch):
     state = {"fail": False}
     real = durable.syncfs
 
-    def recording(path):
+    def recording(path, fd=None):
         calls.append(path)
         if state["fail"]:
             raise OSError(5, "Input/output error", path)
-        real(path)
+        real(path, fd)
 
     monkeypatch.setattr(durable, "syncfs", recording)
     return calls, state
