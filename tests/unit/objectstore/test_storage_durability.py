@@ -166,24 +166,42 @@ def test_nowait_read_of_a_cached_object(dev, monkeypatch):
     assert diskfile.ObjectReader.open(datadir).small_body == b"cached"  # the ordinary read
 
 
-async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, monkeypatch):
-    import threading
+class FakeSyncfs:
+    """Stands in for durable.syncfs: records each call's descriptor, can be held (``release``)
+    and made to fail once (``fail_next``)."""
+
+    def __init__(self):
+        import threading
+        self.descriptors = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_next = False
+
+    def __call__(self, path, fd=None):
+        self.descriptors.append(fd)
+        self.release.wait(5)
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(5, "Input/output error", path)
+
+
+@pytest.fixture
+def fake_syncfs(monkeypatch):
+    from stratus.objectstore.storage import durable
+
+    fake = FakeSyncfs()
+    monkeypatch.setattr(durable, "syncfs", fake)
+    return fake
+
+
+async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, fake_syncfs):
     from concurrent.futures import ThreadPoolExecutor
 
     from stratus.objectstore.storage import durable
 
-    calls = []
-    release = threading.Event()
-    fail = {"next": False}
-
-    def fake_syncfs(path, fd=None):
-        calls.append(path)
-        release.wait(5)
-        if fail["next"]:
-            fail["next"] = False
-            raise OSError(5, "Input/output error", path)
-
-    monkeypatch.setattr(durable, "syncfs", fake_syncfs)
+    calls = fake_syncfs.descriptors
+    release = fake_syncfs.release
+    release.clear()
     with ThreadPoolExecutor(2) as pool:
         group = durable.GroupSync(str(tmp_path), pool)
         first = asyncio.ensure_future(group.sync())
@@ -195,14 +213,14 @@ async def test_group_sync_batches_callers_and_fails_those_it_covers(tmp_path, mo
         await asyncio.gather(first, *later)
         assert len(calls) == 2 and group.stats["syncs"] == 2 and group.stats["writes"] == 4
         # a failed syncfs fails its callers; the next one is tried afresh
-        fail["next"] = True
+        fake_syncfs.fail_next = True
         with pytest.raises(OSError):
             await group.sync()
         await group.sync()
         assert len(calls) == 4
 
 
-async def test_a_write_in_progress_when_a_sync_failed_fails_too(tmp_path, monkeypatch):
+async def test_a_write_in_progress_when_a_sync_failed_fails_too(tmp_path, fake_syncfs):
     """The kernel reports a writeback error once per open file: a write that had begun when
     a syncfs failed may have lost its pages, so its own later (successful) sync must not make
     it a success; writes begun after the failure are not affected."""
@@ -210,20 +228,11 @@ async def test_a_write_in_progress_when_a_sync_failed_fails_too(tmp_path, monkey
 
     from stratus.objectstore.storage import durable
 
-    descriptors = []
-    fail = {"next": False}
-
-    def fake_syncfs(path, fd=None):
-        descriptors.append(fd)
-        if fail["next"]:
-            fail["next"] = False
-            raise OSError(5, "Input/output error", path)
-
-    monkeypatch.setattr(durable, "syncfs", fake_syncfs)
+    descriptors = fake_syncfs.descriptors
     with ThreadPoolExecutor(2) as pool:
         group = durable.GroupSync(str(tmp_path), pool)
         in_progress = group.begin()          # this write is still being made...
-        fail["next"] = True
+        fake_syncfs.fail_next = True
         with pytest.raises(OSError):         # ...when another write's sync fails
             await group.sync(group.begin())
         with pytest.raises(OSError, match="reported while the write was in progress"):
