@@ -12,7 +12,9 @@ output as "upstream"; the issue's targets as "target"):
 PUT/GET; listing 10,000 objects; peak RSS of the proxy and node processes.
 Baselines measured in the same run: this disk's sequential write speed with fdatasync (256 MiB
 `dd`), a 4 KiB GET straight from one storage node (no proxy, no auth), and the 256 MiB PUT
-sent straight to its 3 storage nodes by the proxy's own node client (what the proxy adds).
+sent straight to its 3 storage nodes by the proxy's own node client (what the proxy adds), and
+how fast the filesystem creates a new object's directories and file (what bounds 4 KiB PUTs;
+see new_object_layout_per_s for why it differs between runs).
 
     .venv/bin/python bench/objectstore.py [--seconds 4]
 """
@@ -246,6 +248,28 @@ def disk_write_MBps(directory: Path) -> float:
     return round(256 / secs, 1)
 
 
+def new_object_layout_per_s(directory: Path, count: int = 2000) -> float:
+    """How fast this filesystem creates what a new object costs a storage node (a suffix and
+    a hash directory, a file written and renamed in), without syncs: the baseline that tells
+    one run's 4 KiB PUT figure from another's. It varies several-fold on the same machine: a
+    journal-less ext4 skips inodes freed in the last minutes when it allocates new ones (its
+    recently_deleted check), so creating files right after a mass delete there is slow."""
+    root = directory / "fs-baseline"
+    (root / "tmp").mkdir(parents=True)
+    body = b"x" * 4096
+    t = time.perf_counter()
+    for i in range(count):
+        name = f"{i:032x}"
+        suffix = root / name[-3:]
+        suffix.mkdir(exist_ok=True)
+        (suffix / name).mkdir()
+        tmp = root / "tmp" / name
+        tmp.write_bytes(body)
+        os.rename(tmp, suffix / name / "1.data")
+    secs = time.perf_counter() - t
+    return round(count / secs, 1)
+
+
 def curl(args: list[str]) -> dict:
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
                           "%{http_code} %{time_total} %{size_upload} %{size_download}", *args],
@@ -265,6 +289,9 @@ def main() -> int:
     result: dict = {"layout": "3 storage-node processes, 4 devices (2+1+1), 3 replicas, 3 zones; "
                               "proxy in its own process", "upstream": UPSTREAM}
     try:
+        # before anything else writes here; kept until the end (deleting it now would slow
+        # the PUTs below for the reason the function gives)
+        result["baseline_new_object_files_per_s"] = new_object_layout_per_s(state)
         cloud = start_cloud(state, services=["identity", "objectstore"])
         nodes = children(cloud.proc.pid)
         from tests.functional.objectstore.proxyfixture import served_proxy, token_and_project
