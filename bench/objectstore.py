@@ -14,7 +14,8 @@ Baselines measured in the same run: this disk's sequential write speed with fdat
 `dd`), a 4 KiB GET straight from one storage node (no proxy, no auth), and the 256 MiB PUT
 sent straight to its 3 storage nodes by the proxy's own node client (what the proxy adds), and
 how fast the filesystem creates a new object's directories and file (what bounds 4 KiB PUTs;
-see new_object_layout_per_s for why it differs between runs).
+see new_object_layout_per_s for why it differs between runs), and the best any 256 MiB GET
+could do here (loopback_ceiling_MBps: one bare sendfile hop to the same curl).
 
     .venv/bin/python bench/objectstore.py [--seconds 4]
 """
@@ -270,6 +271,41 @@ def new_object_layout_per_s(directory: Path, count: int = 2000) -> float:
     return round(count / secs, 1)
 
 
+def loopback_ceiling_MBps(src: Path, tries: int = 3) -> float:
+    """The best a 256 MiB GET could do here: ``src`` (in the page cache) sent by sendfile(2)
+    from a bare socket to the same curl over loopback, with no HTTP server, no checksums and
+    no proxy hop. The object store's own GET is two such hops (node, proxy) plus its work,
+    on the same two cores as curl."""
+    import socket
+
+    size = src.stat().st_size
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(tries)
+    port = listener.getsockname()[1]
+
+    def serve():
+        with open(src, "rb") as f:
+            for _ in range(tries):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n" % size)
+                    sent = 0
+                    while sent < size:
+                        sent += os.sendfile(conn.fileno(), f.fileno(), sent, size - sent)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        best = min(curl([f"http://127.0.0.1:{port}/"])["seconds"] for _ in range(tries))
+    finally:
+        server.join(30)
+        listener.close()
+    return round(size / MiB / best, 1)
+
+
 def curl(args: list[str]) -> dict:
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
                           "%{http_code} %{time_total} %{size_upload} %{size_download}", *args],
@@ -363,6 +399,7 @@ def main() -> int:
             # baseline: the same PUT sent straight to its 3 storage nodes (the proxy's node
             # client, no proxy process, no auth): what the proxy costs on top of the nodes
             direct = asyncio.run(direct_put(state, f"AUTH_{project}", "large", "direct-big", src))
+            result["baseline_loopback_sendfile_256m_MBps"] = loopback_ceiling_MBps(src)
         finally:
             src.unlink()
         result["put_256m"] = {"status": up["status"], "MB_per_s": round(256 / up["seconds"], 1)}
