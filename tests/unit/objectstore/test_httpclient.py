@@ -291,6 +291,46 @@ async def _body_buffers_are_recycled_only_when_free():
         await client.close()
 
 
+def test_idle_connections_do_not_pin_body_buffers(run):
+    run(_idle_connections_do_not_pin_body_buffers)
+
+
+async def _idle_connections_do_not_pin_body_buffers():
+    """After many large bodies on many connections, the next large body is read into pooled
+    buffers only: a connection that went idle keeps no reference to its last buffer (which
+    would make every later body allocate, map and zero fresh ones)."""
+    size = 3 * httpclient._BODY_CHUNK
+    data = _payload(size)
+
+    async def handler(writer, method, path):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        writer.write(data)
+        await writer.drain()
+        return True
+
+    async with ScriptedServer(handler) as srv:
+        client = HttpClient(max_idle_per_host=16, keep_buffers=4)
+
+        async def get():
+            resp = await client.request("127.0.0.1", srv.port, "GET", "/o")
+            used, got = set(), 0
+            async for piece in resp.iter_body():
+                if isinstance(piece, memoryview):
+                    used.add(id(piece.obj))
+                got += len(piece)
+                del piece
+            assert got == size
+            return used
+
+        await asyncio.gather(*(get() for _ in range(8)))  # 8 connections, all idle after
+        assert srv.connections == 8
+        pool = {id(b) for b in client._buffers._pool}
+        assert len(pool) == 4
+        for _ in range(3):
+            assert await get() <= pool  # pooled buffers only, nothing allocated
+        await client.close()
+
+
 def test_request_all_fans_out_on_kept_connections_and_recovers(run):
     run(_request_all_fans_out_on_kept_connections_and_recovers)
 
