@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from stratus.objectstore import ring as ringmod
+from tests.cloudfixture import stop_process
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
@@ -107,13 +107,8 @@ class Cluster:
         raise RuntimeError(f"node {node.index} did not start: {node.log.read_text()[-2000:]}")
 
     def stop_node(self, node: Node, sig=signal.SIGKILL):
-        if node.proc is not None and node.proc.poll() is None:
-            os.kill(node.proc.pid, sig)
-            try:
-                node.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(node.proc.pid, signal.SIGKILL)
-                node.proc.wait(5)
+        if node.proc is not None:
+            stop_process(node.proc, sig)
         node.proc = None
 
     def stop(self):

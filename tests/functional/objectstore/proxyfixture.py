@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.cloudfixture import REPO, VENV_BIN, free_port
+from tests.cloudfixture import REPO, VENV_BIN, free_port, stop_process
 
 
 @contextlib.contextmanager
@@ -43,13 +43,7 @@ def served_proxy(cloud, state: Path, timeout: float = 30):
             time.sleep(0.1)
         yield proxy, url
     finally:
-        if proxy.poll() is None:
-            os.kill(proxy.pid, signal.SIGINT)
-            try:
-                proxy.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proxy.pid, signal.SIGKILL)
-                proxy.wait(5)
+        stop_process(proxy, signal.SIGINT)
 
 
 def swift_env(cloud, name: str = "demo", *, user: str | None = None, password: str | None = None,

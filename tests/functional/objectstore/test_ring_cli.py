@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 
 import httpx
 import pytest
 
-from tests.cloudfixture import VENV_BIN, free_port
+from tests.cloudfixture import VENV_BIN, free_port, stop_process
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,9 +71,4 @@ def test_serve_objectstore_node(tmp_path):
         recon = httpx.get(f"http://127.0.0.1:{port}/recon", timeout=5)
         assert recon.status_code == 200 and "sda" in recon.text
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_process(proc)
