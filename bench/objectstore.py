@@ -402,6 +402,11 @@ def main() -> int:
             result["baseline_loopback_sendfile_256m_MBps"] = loopback_ceiling_MBps(src)
         finally:
             src.unlink()
+        for what, got in (("PUT", up), ("GET", down)):
+            # a body cut short would otherwise count as a very fast transfer
+            if got["status"] not in (200, 201) or got["bytes"] != 256 * MiB:
+                raise RuntimeError(f"256 MiB {what}: status {got['status']}, "
+                                   f"{got['bytes']} bytes moved")
         result["put_256m"] = {"status": up["status"], "MB_per_s": round(256 / up["seconds"], 1)}
         result["get_256m"] = {"status": down["status"], "MB_per_s": round(256 / down["seconds"], 1)}
         result["baseline_put_256m_direct_to_nodes"] = direct

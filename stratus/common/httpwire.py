@@ -2,13 +2,17 @@
 stratus.objectstore.proxy.httpserver, and the storage nodes', .storage.httpserver; both parse
 with httptools, the parser uvicorn uses, and skip the layers they do not need): status lines,
 the ``Date`` value (formatted at most once a second), the connection protocol (keep-alive,
-pipelining, flow control, bad requests) and the listen/drain/stop loop. Each server adds how
-it hands a request to its application and writes the answer."""
+pipelining, flow control, bad requests), sending a body the kernel moves itself (sendfile from
+a file, splice from another socket) and the listen/drain/stop loop. Each server adds how it
+hands a request to its application and writes the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import fcntl
+import os
 import signal
 import time
 from email.utils import formatdate
@@ -19,6 +23,9 @@ import httptools
 _STATUS_LINES: dict[int, bytes] = {}
 # Swift's own: a client that hung up before its request was read
 _EXTRA_PHRASES = {499: "Client Disconnect"}
+SPLICE_PIPE_SIZE = 1 << 20  # bytes a splice relay's pipe holds: fewer, larger moves
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_GONE = (BrokenPipeError, ConnectionResetError)
 
 
 def status_line(status: int) -> bytes:
@@ -131,6 +138,7 @@ class Connection(asyncio.Protocol):
         self._queue: collections.deque[Request] = collections.deque()  # pipelined
         self._reading_paused = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._io_waiter: asyncio.Future | None = None  # a sendfile/splice waiting on a socket
 
     # -- what a subclass provides (and ``async def answer(req) -> bool``) ---------------------------
     def new_request(self, method: str, url: bytes, headers: list, keep_alive: bool,
@@ -150,6 +158,8 @@ class Connection(asyncio.Protocol):
             self._idle_timer.cancel()
             self._idle_timer = None
         self._wake_drain()
+        if self._io_waiter is not None and not self._io_waiter.done():
+            self._io_waiter.set_result(False)
         for req in (self._parsing, self._current, *self._queue):
             if req is not None:
                 req.wake()
@@ -174,6 +184,126 @@ class Connection(asyncio.Protocol):
                 await self._drain_waiter
             finally:
                 self._drain_waiter = None
+
+    # -- bodies the kernel moves ---------------------------------------------------------------
+    # Why not asyncio's loop.sendfile: uvloop, which runs these servers, does not implement it,
+    # and nothing in asyncio splices. Both loops refuse to watch a transport's own descriptor
+    # for anything else, so the waits below watch a duplicate of it (the same socket under
+    # another number), made per call and closed after.
+
+    async def _socket_for_kernel_send(self) -> int | None:
+        """The socket's descriptor once everything the transport still queues (a response
+        head) has reached it, else the bytes would go out of order; None if gone."""
+        transport = self.transport
+        while transport.get_write_buffer_size() and not self.lost:
+            await asyncio.sleep(0.001)  # at most a response head: rare, and short
+        sock = transport.get_extra_info("socket")
+        if sock is None or self.lost or transport.is_closing():
+            return None
+        return sock.fileno()
+
+    async def _wait_fd(self, fd: int, write: bool, timeout: float | None = None) -> bool:
+        """Until ``fd`` is ready; False on timeout or if this connection is lost meanwhile."""
+        loop = self.loop
+        waiter = self._io_waiter = loop.create_future()
+        ready = lambda: waiter.done() or waiter.set_result(True)  # noqa: E731
+        expire = lambda: waiter.done() or waiter.set_result(False)  # noqa: E731
+        (loop.add_writer if write else loop.add_reader)(fd, ready)
+        timer = loop.call_later(timeout, expire) if timeout is not None else None
+        try:
+            return await waiter
+        finally:
+            (loop.remove_writer if write else loop.remove_reader)(fd)
+            if timer is not None:
+                timer.cancel()
+            self._io_waiter = None
+
+    async def sendfile(self, fileno: int, offset: int, count: int) -> None:
+        """``count`` bytes of file ``fileno`` from ``offset`` onto this connection's socket by
+        sendfile(2): the kernel sends them from the page cache, no copy in this process. Stops
+        early, without error, if the client goes away (:attr:`lost` then says so)."""
+        out = await self._socket_for_kernel_send()
+        if out is None:
+            return
+        watch = os.dup(out)
+        try:
+            while count > 0 and not self.lost:
+                try:
+                    sent = os.sendfile(out, fileno, offset, count)
+                except BlockingIOError:
+                    await self._wait_fd(watch, write=True)
+                    continue
+                except _GONE:
+                    self.transport.abort()  # connection_lost follows
+                    return
+                if sent == 0:
+                    raise OSError(errno.EIO, f"file ended {count} bytes early during sendfile")
+                offset += sent
+                count -= sent
+        finally:
+            os.close(watch)
+
+    async def splice_from(self, source: int, count: int, timeout: float | None) -> int:
+        """Relay ``count`` bytes arriving on socket ``source`` (a descriptor the caller owns,
+        not a transport's) onto this connection's socket by splice(2) through a pipe: the
+        kernel passes the pages along, no copy in this process. Returns the bytes delivered:
+        fewer than ``count`` if the source ended, failed or sent nothing for ``timeout``
+        seconds (what it did send is all delivered), or if the client went away
+        (:attr:`lost` then says so)."""
+        out = await self._socket_for_kernel_send()
+        if out is None:
+            return 0
+        pipe_r, pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        watch = os.dup(out)
+        try:
+            try:
+                capacity = fcntl.fcntl(pipe_w, fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+            except OSError:
+                capacity = fcntl.fcntl(pipe_w, fcntl.F_GETPIPE_SZ)
+            pulled = delivered = 0
+            in_pipe = 0
+            source_open = True
+            while not self.lost:
+                progress = False
+                if source_open and pulled < count and in_pipe < capacity:
+                    try:
+                        n = os.splice(source, pipe_w, min(count - pulled, capacity - in_pipe),
+                                      flags=_SPLICE_FLAGS)
+                    except BlockingIOError:
+                        n = -1
+                    except OSError:
+                        n = 0  # the source failed: deliver what came, then stop
+                    if n == 0:
+                        source_open = False
+                    elif n > 0:
+                        pulled += n
+                        in_pipe += n
+                        progress = True
+                if in_pipe:
+                    try:
+                        m = os.splice(pipe_r, out, in_pipe, flags=_SPLICE_FLAGS)
+                    except BlockingIOError:
+                        m = 0
+                    except _GONE:
+                        self.transport.abort()  # connection_lost follows
+                        break
+                    if m:
+                        in_pipe -= m
+                        delivered += m
+                        progress = True
+                if not in_pipe and (pulled >= count or not source_open):
+                    break
+                if progress:
+                    continue
+                if in_pipe:
+                    await self._wait_fd(watch, write=True)
+                elif not await self._wait_fd(source, write=False, timeout=timeout):
+                    source_open = False  # silent too long (or the client is gone)
+            return delivered
+        finally:
+            os.close(watch)
+            os.close(pipe_r)
+            os.close(pipe_w)
 
     def pause_reading(self):
         if not self._reading_paused and not self.lost:

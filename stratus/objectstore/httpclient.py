@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sys
 from typing import AsyncIterable, Iterable
 
@@ -320,6 +321,29 @@ class Response:
         if len(chunks) == 1 and isinstance(chunks[0], bytes):
             return chunks[0]
         return b"".join(chunks)
+
+    def detach_socket(self) -> tuple[list, int, int] | None:
+        """Hand the rest of a Content-Length body over to be relayed socket to socket
+        (splice): the event loop stops reading this response, and the caller gets (the body
+        pieces already read, a duplicate of the socket that it must close, the body bytes
+        still to come on that socket). The connection is not reused afterwards (its parser
+        never sees those bytes); close() the response when done. None when no body is left
+        in the socket or the connection has broken: read it the usual way then."""
+        conn = self._conn
+        if (self._done or conn.complete or conn.error is not None or conn.closed
+                or not conn._raw_left):
+            return None
+        sock = conn.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        conn.transport.pause_reading()
+        conn._paused = True
+        conn.keep_alive = False
+        conn._hand_over()
+        pieces = list(conn.body)
+        conn.body.clear()
+        conn.buffered = 0
+        return pieces, os.dup(sock.fileno()), conn._raw_left
 
     def _finish(self):
         if not self._done:

@@ -10,8 +10,9 @@ documented in :mod:`stratus.objectstore.storage`. Transport is the lean keep-ali
   succeeds when a quorum (majority) stored it.
 * :meth:`NodeClient.get_object` returns the first good response from the nodes in order
   (primaries, then handoffs), keeping the newest tombstone timestamp among 404s;
-  :meth:`NodeClient.iter_object_body` streams it and, if the node cuts the body short (a
-  corrupt replica or a dead node), resumes on the next node with a Range from where it broke.
+  :meth:`NodeClient.iter_object_body` streams it (or relays it socket to socket by splice,
+  :meth:`ObjectBody.relay_to`) and, if the node cuts the body short (a corrupt replica or a
+  dead node), resumes on the next node with a Range from where it broke.
 * :meth:`NodeClient.fanout` sends one small request to many nodes (DELETE, POST, container
   and account operations) and :func:`quorum_status` picks the answer a majority agrees on.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from dataclasses import dataclass, field
 from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 from urllib.parse import quote
@@ -420,39 +422,107 @@ class NodeClient:
 
     get_first = get_object  # the name that reads better for container/account requests
 
-    async def iter_object_body(self, resp: Response, more_nodes: Iterator[dict], part: int,
-                               account: str, container: str, obj: str
-                               ) -> AsyncIterator[bytes]:
-        """Stream a full-object 200 response; on a short body, resume from the next node.
+    def iter_object_body(self, resp: Response, more_nodes: Iterator[dict], part: int,
+                         account: str, container: str, obj: str) -> "ObjectBody":
+        """The body of a full-object 200 response: iterate it for its pieces, or let a server
+        relay it (:meth:`ObjectBody.relay_to`); on a short body it resumes from the next
+        node (see :class:`ObjectBody`)."""
+        return ObjectBody(self, resp, more_nodes, part, account, container, obj)
 
-        The resumed read must come from the same version (same X-Timestamp and ETag), else
-        the stream fails with NodeConnectionError (the caller has already sent headers).
-        """
-        expected = int(resp.headers.get("content-length", "0"))
-        version = (resp.headers.get("x-timestamp"), resp.headers.get("etag"))
-        sent = 0
-        current = resp
+
+# a body at least this long left in the node's socket is relayed by splice; a shorter one is
+# read, where the pipe and the extra system calls would cost more than the copy they save
+SPLICE_MIN = 4 << 20
+
+
+class ObjectBody:
+    """A full-object GET body from one node, resumed from the next node (a Range from the
+    first byte missing) if that node cuts it short: a corrupt replica (the node's signal) or
+    a node gone. The resumed read must come from the same version (same X-Timestamp and
+    ETag), else it fails with NodeConnectionError (the caller has already sent headers).
+
+    ``async for`` gives its pieces. A server that can move bytes socket to socket calls
+    :meth:`relay_to` instead, so that a large body never passes through this process."""
+
+    def __init__(self, nodes: "NodeClient", resp: Response, more_nodes: Iterator[dict],
+                 part: int, account: str, container: str, obj: str):
+        self._nodes = nodes
+        self._current: Response | None = resp
+        self._more_nodes = more_nodes
+        self._where = (part, account, container, obj)
+        self.expected = int(resp.headers.get("content-length", "0"))
+        self._version = (resp.headers.get("x-timestamp"), resp.headers.get("etag"))
+        self.sent = 0
+
+    def __aiter__(self):
+        return self._pieces()
+
+    async def aclose(self) -> None:
+        """Abandon the body (its node connection is dropped unless already complete)."""
+        if self._current is not None:
+            self._current.close()
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
         while True:
-            try:
-                async for chunk in current.iter_body():
-                    sent += len(chunk)
-                    yield chunk
-            except (NodeConnectionError, asyncio.TimeoutError):
-                pass
-            if sent >= expected:
-                return
-            current = None
-            for node in more_nodes:
+            if self._current is not None:
                 try:
-                    r = await self.request(node, part, "GET", account, container, obj,
-                                           headers={"Range": f"bytes={sent}-"})
-                except (NodeConnectionError, asyncio.TimeoutError, OSError):
-                    continue
-                if r.status == 206 and (r.headers.get("x-timestamp"),
-                                        r.headers.get("etag")) == version:
-                    current = r
-                    break
-                await r.read()
-            if current is None:
-                raise NodeConnectionError(
-                    f"object body cut at {sent} of {expected} bytes; no replica could resume")
+                    async for chunk in self._current.iter_body():
+                        self.sent += len(chunk)
+                        yield chunk
+                except (NodeConnectionError, asyncio.TimeoutError):
+                    pass
+            if self.sent >= self.expected:
+                return
+            await self._resume()
+
+    async def _resume(self) -> None:
+        """The next node's answer from the first byte not yet sent, as the current one."""
+        if self._current is not None:
+            self._current.close()
+        self._current = None
+        part, account, container, obj = self._where
+        for node in self._more_nodes:
+            try:
+                r = await self._nodes.request(node, part, "GET", account, container, obj,
+                                              headers={"Range": f"bytes={self.sent}-"})
+            except (NodeConnectionError, asyncio.TimeoutError, OSError):
+                continue
+            if r.status == 206 and (r.headers.get("x-timestamp"),
+                                    r.headers.get("etag")) == self._version:
+                self._current = r
+                return
+            await r.read()
+        raise NodeConnectionError(f"object body cut at {self.sent} of {self.expected} bytes; "
+                                  "no replica could resume")
+
+    async def relay_to(self, sink) -> None:
+        """Send the whole body to ``sink``: what a node's socket still holds by
+        ``await sink.splice_from(fd, count, timeout)`` (bytes delivered), what was read
+        already or comes from a short body's resumption by ``await sink.write_piece(data)``.
+        Returns early, without error, if the sink's client goes away (``sink.lost``)."""
+        while not sink.lost:
+            current = self._current
+            detached = None
+            if current is not None and self.expected - self.sent >= SPLICE_MIN:
+                detached = current.detach_socket()
+            if detached is None:
+                # small, or the socket is not usable: the pieces, as an iterator would give
+                async for chunk in self._pieces():
+                    await sink.write_piece(chunk)
+                    if sink.lost:
+                        return
+                return
+            pieces, fd, left = detached
+            try:
+                for piece in pieces:
+                    self.sent += len(piece)
+                    await sink.write_piece(piece)
+                if sink.lost:
+                    return
+                self.sent += await sink.splice_from(fd, left, current._timeout)
+            finally:
+                os.close(fd)
+                current.close()  # not reusable: its parser never saw the spliced bytes
+            if self.sent >= self.expected or sink.lost:
+                return
+            await self._resume()

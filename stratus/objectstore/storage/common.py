@@ -81,6 +81,8 @@ class NodeRequest:
     query: dict[str, str]
     path_depth: int  # 2 = /dev/part, 3 = +account, 4 = +container, 5 = +object
     rest: str  # for REPLICATE /dev/part/<rest>
+    # the server can send a file's bytes itself (ASGI http.response.zerocopysend)
+    zerocopy: bool = False
 
 
 def parse_request(scope) -> NodeRequest:
@@ -126,7 +128,8 @@ def parse_request(scope) -> NodeRequest:
     return NodeRequest(
         method=scope["method"], device=device, partition=partition, account=account,
         container=container, obj=obj, headers=headers, query=query, path_depth=len(decoded),
-        rest="/".join(parts[2:]))
+        rest="/".join(parts[2:]),
+        zerocopy="http.response.zerocopysend" in (scope.get("extensions") or {}))
 
 
 async def send_response(send, status: int, headers: list | None = None, body: bytes = b"",

@@ -16,13 +16,16 @@ request bodies with flow control in both directions, HEAD, responses framed by C
 or else chunked, ``http.disconnect`` once the client is gone (a body already read, ``receive()``
 waits for it), 400 for a request the parser rejects, 500 for an app error before the response
 started and a dropped connection after it (a node cuts a corrupt GET short that way), lifespan
-startup/shutdown and a graceful stop on SIGINT/SIGTERM.
+startup/shutdown and a graceful stop on SIGINT/SIGTERM. What it adds: ASGI's
+``http.response.zerocopysend`` extension (the file's bytes sent by sendfile(2), see
+:meth:`stratus.common.httpwire.Connection.sendfile`), which a node's large GET uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from urllib.parse import unquote
 
 from stratus.common.httpwire import Connection, Request, serve_until_stopped, status_line
@@ -87,6 +90,9 @@ class _Cycle(Request):
             self.started = True
             self._build_head(message)
             return
+        if kind == "http.response.zerocopysend":
+            await self._send_file(message)
+            return
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
         if not self.started:
@@ -126,6 +132,34 @@ class _Cycle(Request):
             transport.write(head + body if body else head)
         elif body:
             transport.write(body)
+        if not more:
+            self._finish()
+
+    async def _send_file(self, message: dict) -> None:
+        """ASGI ``http.response.zerocopysend``: ``count`` bytes of ``file`` from ``offset``,
+        sent by the kernel (sendfile) without passing through this process. Only for a
+        response framed by Content-Length: a chunked one would need its chunk sizes
+        interleaved with the file."""
+        if not self.started or self.finished:
+            raise RuntimeError("http.response.zerocopysend outside a started response")
+        if self.chunked or self.needs_framing:
+            raise RuntimeError("http.response.zerocopysend needs a Content-Length response")
+        conn = self.conn
+        head, self.pending_head = self.pending_head, None
+        more = message.get("more_body", False)
+        if conn.write_paused:
+            await conn.drain()
+        if not conn.lost:
+            if head is not None:
+                conn.transport.write(head)
+            count = message.get("count")
+            if not self.head_only and count != 0:
+                file = message["file"]
+                fileno = file if isinstance(file, int) else file.fileno()
+                offset = message.get("offset", 0)
+                if count is None:
+                    count = os.fstat(fileno).st_size - offset
+                await conn.sendfile(fileno, offset, count)
         if not more:
             self._finish()
 
@@ -201,6 +235,7 @@ class _Connection(Connection):
             "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
             "query_string": query, "root_path": "", "headers": headers,
             "client": self._client, "server": self.server.address,
+            "extensions": {"http.response.zerocopysend": {}},
         }
         return _Cycle(self, scope, method, url, headers, keep_alive, http10, expect_continue)
 

@@ -4,10 +4,12 @@ ASGI app, driven over raw sockets on loopback; and a node process that never loa
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
 import pytest
+import uvloop
 
 from stratus.objectstore.storage import httpserver
 
@@ -19,12 +21,16 @@ class ScriptedApp:
     (three body messages, no Content-Length), /refuse (never reads the body), /boom (raises
     before answering), /cut (raises half-way through a body), /silent (returns without an
     answer), /wait-disconnect (reads the body, then waits for the client to go away),
-    /header (a value with CR LF); anything else 204."""
+    /header (a value with CR LF), /file (``file_path`` but its first 100 and last 7 bytes,
+    by zerocopysend in two pieces), /file-chunked (zerocopysend without a Content-Length);
+    anything else 204."""
 
     def __init__(self):
         self.events: list = []
         self.scopes: list = []
         self.disconnected = asyncio.Event()
+        self.file_path = None
+        self.file_sends_done = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -74,6 +80,24 @@ class ScriptedApp:
             while (await receive())["type"] != "http.disconnect":
                 pass
             self.disconnected.set()
+        elif path == "/file":
+            size = os.path.getsize(self.file_path)
+            await start(200, [(b"content-length", b"%d" % (size - 107))])
+            mid = 3 << 20
+            fd = os.open(self.file_path, os.O_RDONLY)
+            try:
+                await send({"type": "http.response.zerocopysend", "file": fd, "offset": 100,
+                            "count": mid - 100, "more_body": True})
+                with open(self.file_path, "rb") as f:  # a file object works as well
+                    await send({"type": "http.response.zerocopysend", "file": f,
+                                "offset": mid, "count": size - 7 - mid, "more_body": False})
+                self.file_sends_done += 1
+            finally:
+                os.close(fd)
+        elif path == "/file-chunked":
+            await start(200)
+            with open(self.file_path, "rb") as f:
+                await send({"type": "http.response.zerocopysend", "file": f, "count": 10})
         elif path == "/header":
             await start(204, [(b"x-bad", b"a\r\nset-cookie: evil")])
             await send({"type": "http.response.body", "body": b""})
@@ -227,6 +251,70 @@ async def test_disconnects_reach_the_app(server):
             break
         await asyncio.sleep(0.02)
     assert "disconnect" in app.events
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop],
+                         ids=["asyncio", "uvloop"])
+def test_zerocopysend_sends_file_ranges(tmp_path, loop_factory):
+    """http.response.zerocopysend (what a node's GET uses) on both event loops the node may
+    run: exact bytes from the given offsets, a reader slower than the socket (sendfile waits
+    for room), keep-alive after it, HEAD, a refused chunked use, a client gone mid-file."""
+    content = os.urandom(6 << 20)
+    path = tmp_path / "blob"
+    path.write_bytes(content)
+    expected = content[100:-7]
+
+    async def scenario():
+        app = ScriptedApp()
+        app.file_path = str(path)
+        port = free_port()
+        stop, started = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(httpserver.serve(app, "127.0.0.1", port, stop=stop,
+                                                    on_started=started.set))
+        await asyncio.wait_for(started.wait(), 5)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        try:
+            r, w = await connect(port)
+            w.write(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+            assert b"content-length: %d" % len(expected) in head
+            await asyncio.sleep(0.3)  # the socket fills: the server must wait, not spin or drop
+            assert await asyncio.wait_for(r.readexactly(len(expected)), 10) == expected
+            w.write(b"HEAD /file HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = await read_response(r, head_request=True)
+            assert status == 200 and headers["content-length"] == str(len(expected))
+            assert (await read_response(r))[0] == 204  # HEAD sent no body: framing intact
+            assert app.scopes[0]["extensions"] == {"http.response.zerocopysend": {}}
+            w.close()
+            # not framed by Content-Length: refused, the connection dropped without a body
+            r, w = await connect(port)
+            w.write(b"GET /file-chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(r.read(), 5) == b""
+            w.close()
+            # a client gone half-way: the send ends, the server goes on serving
+            done = app.file_sends_done
+            r, w = await connect(port)
+            w.write(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(r.readexactly(64 * 1024), 5)
+            w.transport.abort()
+            for _ in range(250):
+                if app.file_sends_done > done or len(app.scopes) > 4:
+                    break
+                await asyncio.sleep(0.02)
+            r, w = await connect(port)
+            w.write(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(r))[0] == 204
+            w.close()
+            await asyncio.sleep(0.2)
+            # every connection's descriptors, the duplicate sendfile waits on included, closed
+            assert len(os.listdir("/proc/self/fd")) <= fds_before
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
 
 
 def test_node_process_does_not_load_uvicorn(tmp_path):
