@@ -15,7 +15,8 @@ Baselines measured in the same run: this disk's sequential write speed with fdat
 sent straight to its 3 storage nodes by the proxy's own node client (what the proxy adds), and
 how fast the filesystem creates a new object's directories and file (what bounds 4 KiB PUTs;
 see new_object_layout_per_s for why it differs between runs), and the best any 256 MiB GET
-could do here (loopback_ceiling_MBps: one bare sendfile hop to the same curl).
+could do here (loopback_ceiling_MBps: one bare sendfile hop to the same curl), and how fast the
+host runs Python at the start and the end (python_work_ms).
 
     .venv/bin/python bench/objectstore.py [--seconds 4]
 """
@@ -239,6 +240,21 @@ async def direct_put(state: Path, account: str, container: str, name: str, src: 
     return {"status": r.status, "MB_per_s": round(size / MiB / secs, 1)}
 
 
+def python_work_ms(rounds: int = 3) -> float:
+    """The best of ``rounds`` timings of a fixed piece of pure-Python work (two million loop
+    additions), in ms: how fast this host runs the interpreter at the time. The same code
+    on the same machine kind has run 2-3x apart between hours (a shared host), and every
+    request-rate figure here moves with it; this tells one run's conditions from another's."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 1)
+
+
 def disk_write_MBps(directory: Path) -> float:
     target = directory / "dd.bin"
     t = time.perf_counter()
@@ -327,6 +343,7 @@ def main() -> int:
     try:
         # before anything else writes here; kept until the end (deleting it now would slow
         # the PUTs below for the reason the function gives)
+        result["baseline_python_work_ms"] = {"start": python_work_ms()}
         result["baseline_new_object_files_per_s"] = new_object_layout_per_s(state)
         cloud = start_cloud(state, services=["identity", "objectstore"])
         nodes = children(cloud.proc.pid)
@@ -443,6 +460,7 @@ def main() -> int:
                             "now_rss_MB": {"proxy": round(rss_kib(proxy.pid) / 1024, 1),
                                            "nodes": [round(rss_kib(p) / 1024, 1) for p in nodes]}}
         result["baseline_disk_write_fdatasync_MBps"] = disk_write_MBps(state)
+        result["baseline_python_work_ms"]["end"] = python_work_ms()
         disk = result["baseline_disk_write_fdatasync_MBps"]
         result["targets"] = {
             "put_4k_ops >= 710": put["ops_per_s"] >= 710,

@@ -218,6 +218,12 @@ class Connection(asyncio.Protocol):
                 timer.cancel()
             self._io_waiter = None
 
+    def _client_gone(self) -> None:
+        # lost from now on, not only once connection_lost runs (a later loop turn): callers
+        # check ``lost`` as soon as a send returns, to tell a gone client from a short source
+        self.lost = True
+        self.transport.abort()
+
     async def sendfile(self, fileno: int, offset: int, count: int) -> None:
         """``count`` bytes of file ``fileno`` from ``offset`` onto this connection's socket by
         sendfile(2): the kernel sends them from the page cache, no copy in this process. Stops
@@ -234,7 +240,7 @@ class Connection(asyncio.Protocol):
                     await self._wait_fd(watch, write=True)
                     continue
                 except _GONE:
-                    self.transport.abort()  # connection_lost follows
+                    self._client_gone()
                     return
                 if sent == 0:
                     raise OSError(errno.EIO, f"file ended {count} bytes early during sendfile")
@@ -285,7 +291,7 @@ class Connection(asyncio.Protocol):
                     except BlockingIOError:
                         m = 0
                     except _GONE:
-                        self.transport.abort()  # connection_lost follows
+                        self._client_gone()
                         break
                     if m:
                         in_pipe -= m

@@ -6,6 +6,7 @@ goes away, and no descriptor left open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 
@@ -15,6 +16,7 @@ import uvloop
 from stratus.common.httpwire import Connection, serve_until_stopped
 from tests.unit.objectstore.rawhttp import connect, free_port
 
+pytestmark = pytest.mark.timeout(60)
 LOOPS = pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop],
                                 ids=["asyncio", "uvloop"])
 
@@ -58,15 +60,18 @@ async def with_server(rig, body):
 
 def source_pair():
     node_side, proxy_side = socket.socketpair()
+    node_side.setblocking(False)
     proxy_side.setblocking(False)
     return node_side, proxy_side
 
 
 async def feed(sock: socket.socket, data: bytes, pieces: int, pause: float, close: bool):
+    # on the event loop, never in a thread: a send nobody reads any more must stay
+    # cancellable (a thread blocked in sendall would hang the loop's shutdown)
     loop = asyncio.get_running_loop()
     step = len(data) // pieces + 1
     for i in range(0, len(data), step):
-        await loop.run_in_executor(None, sock.sendall, data[i:i + step])
+        await loop.sock_sendall(sock, data[i:i + step])
         await asyncio.sleep(pause)
     if close:
         sock.close()
@@ -147,6 +152,8 @@ def test_a_client_gone_mid_relay_ends_it(loop_factory):
                     break
                 await asyncio.sleep(0.02)
             feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
 
         await with_server(rig, body)
         [(got, lost)] = rig["results"]
