@@ -912,7 +912,6 @@ class StorageNode:
 
         run = self.run_blocking
         it = chunks()
-        nxt = None
         gone = asyncio.Event()
 
         async def watch_disconnect():
@@ -923,75 +922,56 @@ class StorageNode:
 
         watcher = asyncio.ensure_future(watch_disconnect())
         try:
-            if zerocopy and reader.fd is not None and not multipart:
-                await self._send_file_chunks(send, run, reader, it, gone, dev_path, datadir)
-            else:
-                await self._send_chunks(send, run, reader, it, gone, dev_path, datadir)
+            await self._send_chunks(send, run, reader, it, gone, dev_path, datadir,
+                                    zerocopy and reader.fd is not None and not multipart)
         finally:
             watcher.cancel()
         if not gone.is_set():
             await send({"type": "http.response.body", "body": closing, "more_body": False})
 
-    async def _send_file_chunks(self, send, run, reader, it, gone, dev_path, datadir):
-        """_send_chunks for zerocopysend: the thread checks the next chunk in place while the
-        kernel sends the current one."""
-        spans = (span for _, span in it)  # no literals: single range, not multipart
-
-        def schedule():
-            span = next(spans, None)
-            return None if span is None else (span, run(reader.verify_range, *span))
-
-        nxt = schedule()
-        try:
-            while nxt is not None and not gone.is_set():
-                (start, stop), checked = nxt
-                nxt = None
-                try:
-                    await checked
-                except DiskFileCorrupt as exc:
-                    await run(diskfile.quarantine, dev_path, datadir)
-                    log.warning("quarantined %s during GET: %s", datadir, exc)
-                    raise CorruptResponseAbort(str(exc)) from None
-                nxt = schedule()
-                await send({"type": "http.response.zerocopysend", "file": reader.fd,
-                            "offset": start, "count": stop - start, "more_body": True})
-        finally:
-            if nxt is not None:
-                try:
-                    await nxt[1]  # the check in flight must end before the file is closed
-                except Exception:
-                    pass
-
-    async def _send_chunks(self, send, run, reader, it, gone, dev_path, datadir):
+    async def _send_chunks(self, send, run, reader, it, gone, dev_path, datadir, zerocopy):
+        """Send what ``it`` yields, preparing each chunk in the thread pool while the one
+        before it is sent: read and checked (its bytes go out as a body message) or, with
+        ``zerocopy``, checked in place (the kernel then sends it from the file). Literal
+        pieces (multipart framing) go out as they are."""
+        prepare = reader.verify_range if zerocopy else reader.read_range
 
         def schedule():
             for literal, span in it:
                 if literal is not None:
-                    return literal
-                return run(reader.read_range, *span)
+                    return literal, None
+                return span, run(prepare, *span)
             return None
 
         nxt = schedule()
-        while nxt is not None and not gone.is_set():
-            current = nxt
-            if isinstance(current, bytes):
-                data = current
+        try:
+            while nxt is not None and not gone.is_set():
+                what, pending = nxt
+                nxt = None
+                if pending is None:
+                    message = {"type": "http.response.body", "body": what, "more_body": True}
+                else:
+                    try:
+                        data = await pending
+                    except DiskFileCorrupt as exc:
+                        await run(diskfile.quarantine, dev_path, datadir)
+                        log.warning("quarantined %s during GET: %s", datadir, exc)
+                        raise CorruptResponseAbort(str(exc)) from None
+                    if zerocopy:
+                        start, stop = what
+                        message = {"type": "http.response.zerocopysend", "file": reader.fd,
+                                   "offset": start, "count": stop - start, "more_body": True}
+                    else:
+                        message = {"type": "http.response.body", "body": data, "more_body": True}
                 nxt = schedule()
-            else:
+                await send(message)
+        finally:
+            if nxt is not None and nxt[1] is not None:
+                # the read or check in flight must end before the caller closes the file
                 try:
-                    data = await current
-                except DiskFileCorrupt as exc:
-                    await run(diskfile.quarantine, dev_path, datadir)
-                    log.warning("quarantined %s during GET: %s", datadir, exc)
-                    raise CorruptResponseAbort(str(exc)) from None
-                nxt = schedule()
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        if nxt is not None and not isinstance(nxt, bytes):
-            # let the read in flight finish before the caller closes the file under it
-            try:
-                await nxt
-            except Exception:
-                pass
+                    await nxt[1]
+                except Exception:
+                    pass
 
     async def object_delete(self, req, send):
         replicated = self._replicated_meta(req)
