@@ -70,7 +70,7 @@ class Request:
     """One request on a connection: its head, and its body as the parser delivers it."""
 
     __slots__ = ("method", "url", "headers", "keep_alive", "http10", "expect_continue",
-                 "chunks", "buffered", "complete", "discard", "waiter")
+                 "chunks", "buffered", "complete", "discard", "waiter", "trailers")
 
     def __init__(self, method: str, url: bytes, headers: list, keep_alive: bool, http10: bool,
                  expect_continue: bool):
@@ -85,6 +85,7 @@ class Request:
         self.complete = False           # the parser has the whole body
         self.discard = False            # answered already: the rest of the body is dropped
         self.waiter: asyncio.Future | None = None
+        self.trailers: list | None = None  # a chunked body's trailer fields, once complete
 
     def wake(self) -> None:
         w = self.waiter
@@ -354,6 +355,14 @@ class Connection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name, value):
+        if self._parsing is not None:
+            # after the head: a trailer field of a chunked body (llhttp reports those through
+            # the same callback); kept apart so that no trailer can pose as a request header
+            req = self._parsing
+            if req.trailers is None:
+                req.trailers = []
+            req.trailers.append((name.lower(), value))
+            return
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self):

@@ -23,7 +23,7 @@ import asyncio
 import collections
 import os
 import sys
-from typing import AsyncIterable, Iterable
+from typing import AsyncIterable, Callable, Iterable
 
 import httptools
 
@@ -415,22 +415,28 @@ class HttpClient:
                       body: bytes | AsyncIterable[bytes] | None = None,
                       *, content_length: int | None = None,
                       timeout: float | None = None,
-                      expect_continue: asyncio.Event | None = None) -> Response:
+                      expect_continue: asyncio.Event | None = None,
+                      trailers: Callable[[], dict] | None = None) -> Response:
         """Send a request; returns once the response headers are in.
 
         ``path`` must already be percent-encoded. A streaming ``body`` without
-        ``content_length`` goes chunked. If the node answers before the body is fully sent
-        (say 507), sending stops and the connection is not reused.
+        ``content_length`` goes chunked; ``trailers`` (for such a body) is called once the
+        body is all sent and its fields go out in the chunked body's trailer. If the node
+        answers before the body is fully sent (say 507), sending stops and the connection is
+        not reused.
 
         With ``expect_continue`` (an Event) a streaming body is only sent after the node
         answered ``100 Continue``, and the event is then set: a node that refuses the
         request (507, 409...) never costs the upload any bandwidth.
         """
+        if trailers is not None and (content_length is not None
+                                     or isinstance(body, (bytes, bytearray, memoryview))):
+            raise ValueError("trailers need a streamed, chunked body (no content_length)")
         timeout = self.timeout if timeout is None else timeout
         conn, reused = await self._connect(host, port)
         try:
             return await self._exchange(conn, host, port, method, path, headers, body,
-                                        content_length, timeout, expect_continue)
+                                        content_length, timeout, expect_continue, trailers)
         except NodeConnectionError:
             # A keep-alive connection the server closed while it sat idle fails before any
             # response byte: that request never ran, so it is safe to send it again.
@@ -438,7 +444,7 @@ class HttpClient:
                 raise
         conn, _ = await self._connect(host, port, fresh=True)
         return await self._exchange(conn, host, port, method, path, headers, body,
-                                    content_length, timeout, expect_continue)
+                                    content_length, timeout, expect_continue, trailers)
 
     async def request_all(self, requests: list[tuple], *, timeout: float | None = None
                           ) -> list:
@@ -552,7 +558,7 @@ class HttpClient:
         return results
 
     @staticmethod
-    async def _send_body(conn, body, chunked: bool, timeout):
+    async def _send_body(conn, body, chunked: bool, timeout, trailers):
         sent_all = False
         conn.stream_started = True
         async for chunk in body:
@@ -567,12 +573,16 @@ class HttpClient:
         else:
             sent_all = True
             if chunked and not conn.closed:
-                conn.transport.write(b"0\r\n\r\n")
+                if trailers is None:
+                    conn.transport.write(b"0\r\n\r\n")
+                else:
+                    fields = "".join(f"{k}: {v}\r\n" for k, v in trailers().items())
+                    conn.transport.write(b"0\r\n" + fields.encode("latin-1") + b"\r\n")
         if not sent_all:
             conn.sent_partial = True
 
     async def _exchange(self, conn, host, port, method, path, headers, body, content_length,
-                        timeout, expect_continue) -> Response:
+                        timeout, expect_continue, trailers=None) -> Response:
         headers = dict(headers or {})
         conn.start_response(method == "HEAD")
         try:
@@ -610,7 +620,7 @@ class HttpClient:
                     conn.sent_partial = True
                     conn.keep_alive = False
                 else:
-                    await self._send_body(conn, body, chunked, timeout)
+                    await self._send_body(conn, body, chunked, timeout, trailers)
             while not conn.headers_done:
                 if conn.error is not None:
                     raise conn.error

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 from urllib.parse import quote
 
 from .httpclient import HttpClient, NodeConnectionError, Response
+from .backend import MD5_TRAILER, MD5_TRAILER_REQUEST, OBJ_CONTENT_LENGTH
 
 __all__ = ["NodeClient", "NodeResult", "PutResult", "quorum_size", "quorum_status",
            "node_path", "update_target_headers"]
@@ -266,15 +268,24 @@ class NodeClient:
         pipes: list[_Pipe] = []
         tasks: list[asyncio.Task] = []
         started: list[asyncio.Event] = []
-        slots: list[tuple[dict, dict]] = list(zip(nodes, headers))
+        # the body's md5 is computed here, once, and sent after the body (storage.common,
+        # MD5_TRAILER): each replica would otherwise hash the same bytes again
+        md5 = hashlib.md5()
+        backend = {MD5_TRAILER_REQUEST: "1"}
+        if content_length is not None:
+            backend[OBJ_CONTENT_LENGTH] = str(content_length)
+        slots: list[tuple[dict, dict]] = [(n, {**h, **backend}) for n, h in zip(nodes, headers)]
         tried: list[NodeResult] = []
+
+        def md5_trailer() -> dict:
+            return {MD5_TRAILER: md5.hexdigest()}
 
         async def send_to(node, hdrs, pipe, event):
             try:
                 resp = await self.http.request(
                     node["ip"], node["port"], "PUT", node_path(node["device"], part, *names),
-                    hdrs, pipe, content_length=content_length, timeout=self.node_timeout,
-                    expect_continue=event)
+                    hdrs, pipe, timeout=self.node_timeout, expect_continue=event,
+                    trailers=md5_trailer)
                 data = await resp.read()
                 return NodeResult(node, resp.status, resp.headers, data)
             except (NodeConnectionError, asyncio.TimeoutError, OSError) as exc:
@@ -319,6 +330,7 @@ class NodeClient:
             async for chunk in body:
                 if not chunk:
                     continue
+                md5.update(chunk)
                 live = [p for p in pipes if not p.dead]
                 if len(live) < need:
                     lost_quorum = True

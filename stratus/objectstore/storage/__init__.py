@@ -38,6 +38,11 @@ chunked body, optional ``ETag`` (md5 hex; 422 on mismatch), ``Content-Type``,
 update targets ``X-Container-Host: ip:port[,ip:port]``, ``X-Container-Device: dev[,dev]``,
 ``X-Container-Partition``. → ``201`` with ``ETag``; the body is durable (fsync) by then. The
 container update is awaited up to ``update_timeout`` and saved as a pending update otherwise.
+``X-Backend-Md5-Trailer: 1`` (what the proxy sends with a streamed body, see
+:mod:`stratus.objectstore.backend`): the body is chunked, its md5 comes in the trailer field
+``X-Backend-Md5`` and is stored as the ETag without the node hashing the body again, and
+``X-Backend-Obj-Content-Length`` gives its length (499 if the body differs). A missing or
+malformed trailer, or the header with a ``Content-Length`` body, is a 400 and stores nothing.
 
 ``GET``/``HEAD`` → ``200`` with ``Content-Length``, ``Content-Type``, ``ETag``,
 ``X-Timestamp``, ``X-Backend-Timestamp``, ``Last-Modified``, stored headers (lower-case).

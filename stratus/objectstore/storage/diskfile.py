@@ -515,7 +515,9 @@ def audit_file(datadir: str, bytes_per_second: float = 0) -> str | None:
 class ObjectWriter:
     """A file being written in tmp/, committed by rename. All methods block."""
 
-    def __init__(self, dev_path: str, size_hint: int | None = None):
+    def __init__(self, dev_path: str, size_hint: int | None = None, *, md5: bool = True):
+        """``md5=False``: the body's md5 (its ETag) comes from the sender, who computed it once
+        for all replicas; this writer then keeps only the block sums (see :meth:`etag`)."""
         self.dev_path = dev_path
         self.tmp_path = f"{dev_path}/tmp/{uuid.uuid4().hex}"
         try:
@@ -525,7 +527,7 @@ class ObjectWriter:
             os.makedirs(f"{dev_path}/tmp", exist_ok=True)
             self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                               0o644)
-        self.md5 = hashlib.md5()
+        self.md5 = hashlib.md5() if md5 else None
         self.sums = array("Q")
         self._block = xxhash.xxh3_64()
         self._in_block = 0
@@ -547,7 +549,8 @@ class ObjectWriter:
         n = len(mv)
         if not n:
             return
-        self.md5.update(mv)
+        if self.md5 is not None:
+            self.md5.update(mv)
         pos = 0
         while pos < n:
             take = min(BLOCK_SIZE - self._in_block, n - pos)
@@ -576,6 +579,8 @@ class ObjectWriter:
             self._writeback_waited = settled
 
     def etag(self) -> str:
+        if self.md5 is None:
+            raise RuntimeError("this writer was told the md5 comes from its sender")
         return self.md5.hexdigest()
 
     def commit(self, datadir: str, timestamp: str, ext: str, meta: dict,

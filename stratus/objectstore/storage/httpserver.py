@@ -16,7 +16,9 @@ request bodies with flow control in both directions, HEAD, responses framed by C
 or else chunked, ``http.disconnect`` once the client is gone (a body already read, ``receive()``
 waits for it), 400 for a request the parser rejects, 500 for an app error before the response
 started and a dropped connection after it (a node cuts a corrupt GET short that way), lifespan
-startup/shutdown and a graceful stop on SIGINT/SIGTERM. What it adds: ASGI's
+startup/shutdown and a graceful stop on SIGINT/SIGTERM. What it adds: a chunked request body's
+trailer fields, as ``trailers`` (``[(name, value)]``, bytes, names in lower case) in the last
+``http.request`` message; and ASGI's
 ``http.response.zerocopysend`` extension (the file's bytes sent by sendfile(2), see
 :meth:`stratus.common.httpwire.Connection.sendfile`), which a node's large GET uses.
 """
@@ -78,6 +80,11 @@ class _Cycle(Request):
         conn.resume_reading()
         if self.complete:
             self.body_sent = True
+            if self.trailers:
+                # not in ASGI 3 (which has response trailers only): the proxy sends the md5
+                # of a streamed object body after the body (see StorageNode.object_put)
+                return {"type": "http.request", "body": body, "more_body": False,
+                        "trailers": self.trailers}
             return {"type": "http.request", "body": body, "more_body": False}
         return {"type": "http.request", "body": body, "more_body": True}
 

@@ -22,6 +22,7 @@ import msgpack
 from ..httpclient import HttpClient
 from ..ring import Ring, RingCache, RingError
 from . import diskfile
+from ..backend import MD5_TRAILER, MD5_TRAILER_REQUEST, OBJ_CONTENT_LENGTH, trailer_md5
 from .common import (BadRequest, NodeRequest, http_date, iso_date, normalize_timestamp,
                      parse_request, read_body, send_error, send_json, send_response,
                      split_hosts, valid_timestamp)
@@ -490,8 +491,14 @@ class StorageNode:
     async def object_put(self, req, receive, send):
         replicated = self._replicated_meta(req)
         ts = replicated["ts"] if replicated else self.request_timestamp(req, required=False)
+        md5_from_sender = req.headers.get(MD5_TRAILER_REQUEST) == "1"
         cl_raw = req.headers.get("content-length")
         content_length = None
+        if md5_from_sender:
+            if cl_raw is not None or "chunked" not in req.headers.get("transfer-encoding", ""):
+                raise BadRequest(400, f"{MD5_TRAILER_REQUEST} needs a chunked body (the md5 "
+                                      "comes in its trailer)")
+            cl_raw = req.headers.get(OBJ_CONTENT_LENGTH)
         if cl_raw is not None:
             try:
                 content_length = int(cl_raw)
@@ -528,13 +535,19 @@ class StorageNode:
                 return "exists", None
             if current is not None and current >= ts:
                 return current, None
-            return current, ObjectWriter(dev_path, content_length)
+            return current, ObjectWriter(dev_path, content_length, md5=not md5_from_sender)
+
+        def body_etag(writer: ObjectWriter, trailers) -> str | None:
+            if not md5_from_sender:
+                return writer.etag()
+            return trailer_md5(trailers)
 
         msg = await receive()
         body = msg.get("body", b"")
         more = msg.get("more_body", False)
         if msg["type"] == "http.disconnect":
             raise BadRequest(499, "client disconnected")
+        trailers = msg.get("trailers")
         if replicated is not None:
             meta = dict(replicated)
             meta.pop("crc", None)
@@ -560,9 +573,11 @@ class StorageNode:
                     return current, None
                 try:
                     writer.write(body)
-                    etag = writer.etag()
                     if content_length is not None and writer.length != content_length:
                         return None, ("length", writer.length)
+                    etag = body_etag(writer, trailers)
+                    if etag is None:
+                        return None, ("trailer", None)
                     if client_etag and client_etag != etag:
                         return None, ("etag", etag)
                     meta["etag"] = etag
@@ -589,9 +604,12 @@ class StorageNode:
                 return
             try:
                 streaming = time.monotonic()
-                result = await self._stream_to(writer, receive, body, content_length)
+                tail: dict = {}
+                result = await self._stream_to(writer, receive, body, content_length, tail)
+                etag = None if result else body_etag(writer, tail.get("trailers"))
+                if result is None and etag is None:
+                    result = ("trailer", None)
                 if result is None:
-                    etag = writer.etag()
                     if client_etag and client_etag != etag:
                         result = ("etag", etag)
                     else:
@@ -612,6 +630,9 @@ class StorageNode:
             raise BadRequest(499, f"got {value} bytes, Content-Length said {content_length}")
         if kind == "etag":
             raise BadRequest(422, f"ETag mismatch: body md5 is {value}")
+        if kind == "trailer":
+            raise BadRequest(400, f"the body's md5 trailer ({MD5_TRAILER}: 32 hex digits) is "
+                                  "missing or malformed")
         if kind == "disconnect":
             log.warning("PUT %s: client gone after %s of %s bytes", datadir, value,
                         content_length if content_length is not None else "?")
@@ -632,9 +653,10 @@ class StorageNode:
         await send_response(send, 201, [("etag", etag), ("x-timestamp", ts)])
 
     async def _stream_to(self, writer: ObjectWriter, receive, first: bytes,
-                         content_length: int | None):
+                         content_length: int | None, tail: dict):
         """Stream the request body into ``writer``: one write in a thread while the next
-        buffer fills. Returns None on success or an error tuple."""
+        buffer fills. Returns None on success or an error tuple; the body's trailer fields,
+        if any, go to ``tail["trailers"]``."""
         buf = bytearray(first)
         pending = None
         received = len(first)
@@ -647,6 +669,8 @@ class StorageNode:
                 return ("disconnect", received)
             chunk = msg.get("body", b"")
             more = msg.get("more_body", False)
+            if not more:
+                tail["trailers"] = msg.get("trailers")
             received += len(chunk)
             if content_length is not None and received > content_length:
                 if pending is not None:

@@ -213,6 +213,67 @@ async def test_etag_mismatch_is_422_and_nothing_stored(api):
         assert not path.exists()
 
 
+async def test_streamed_put_takes_its_md5_from_the_senders_trailer(api):
+    """A streamed PUT from the proxy's node client: the md5 is computed once (by the sender)
+    and sent after the body; every replica stores and answers that ETag, a client ETag is
+    still checked against it, and a request whose trailer is missing or malformed, or whose
+    length is wrong, is refused with nothing stored."""
+    await api.put_container("AUTH_a", "md5t")
+    data = os.urandom(300_000)
+    md5 = hashlib.md5(data).hexdigest()
+
+    def gen(body=data, step=65536):
+        async def pieces():
+            for i in range(0, len(body), step):
+                yield body[i:i + step]
+        return pieces()
+
+    res = await api.put("AUTH_a", "md5t", "o", gen(), {"_len": len(data), "ETag": md5})
+    assert (res.status, res.etag) == (201, md5)
+    for r in res.results:
+        assert r.headers["etag"] == md5
+    status, headers, got = await api.get("AUTH_a", "md5t", "o")
+    assert (status, headers["etag"], got) == (200, md5, data)
+
+    res = await api.put("AUTH_a", "md5t", "wrong-etag", gen(), {"_len": len(data),
+                                                                 "ETag": "0" * 32})
+    assert res.status == 422
+    assert (await api.get("AUTH_a", "md5t", "wrong-etag"))[0] == 404
+
+    # one node, spoken to directly: what it refuses
+    part, nodes = api.oring.get_nodes("AUTH_a", "md5t", "refused")
+    dev = nodes[0]
+    path = f"/{dev['device']}/{part}/AUTH_a/md5t/refused"
+    base = {"X-Timestamp": ts(), "Content-Type": "application/x-test",
+            "X-Backend-Md5-Trailer": "1"}
+    http = api.nc.http
+    cases = [
+        ("no trailer", dict(base), None, 400, b"x-backend-md5"),
+        ("not hex", dict(base), lambda: {"X-Backend-Md5": "z" * 32}, 400, b"x-backend-md5"),
+        ("too short", dict(base), lambda: {"X-Backend-Md5": md5[:31]}, 400, b"x-backend-md5"),
+        ("length short", dict(base, **{"X-Backend-Obj-Content-Length": str(len(data) + 1)}),
+         lambda: {"X-Backend-Md5": md5}, 499, b"Content-Length"),
+        ("bad length", dict(base, **{"X-Backend-Obj-Content-Length": "lots"}),
+         lambda: {"X-Backend-Md5": md5}, 400, b"Content-Length"),
+    ]
+    for what, headers, trailers, want, says in cases:
+        resp = await http.request(dev["ip"], dev["port"], "PUT", path, headers, gen(),
+                                  trailers=trailers)
+        body = await resp.read()
+        assert (resp.status, says in body) == (want, True), (what, resp.status, body)
+    # the header with a Content-Length body: there can be no trailer
+    resp = await http.request(dev["ip"], dev["port"], "PUT", path, dict(base), data)
+    body = await resp.read()
+    assert resp.status == 400 and b"chunked" in body
+    resp = await http.request(dev["ip"], dev["port"], "GET", path, {})
+    assert resp.status == 404, await resp.read()
+    await resp.read()
+    node = api.c.node_for(dev)
+    h = api.oring.hash_path("AUTH_a", "md5t", "refused").hex()
+    assert not (node.dev_path(dev["device"]) / "objects" / str(part) / h[-3:] / h).exists()
+    assert not list((node.dev_path(dev["device"]) / "tmp").iterdir())
+
+
 async def test_last_writer_wins_by_timestamp(api):
     await api.put_container("AUTH_a", "c3")
     newer, older = ts(10), ts(0)

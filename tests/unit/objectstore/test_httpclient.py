@@ -381,3 +381,22 @@ async def _request_all_fans_out_on_kept_connections_and_recovers():
         assert isinstance(err, httpclient.NodeConnectionError)
         await client.close()
         await dead.close()
+
+
+def test_trailers_need_a_streamed_chunked_body(run):
+    run(_trailers_need_a_streamed_chunked_body)
+
+
+async def _trailers_need_a_streamed_chunked_body():
+    async def body():
+        yield b"x"
+
+    client = HttpClient()
+    try:
+        for payload, length in ((body(), 1), (b"x", None)):
+            with pytest.raises(ValueError, match="chunked"):
+                await client.request("127.0.0.1", 9, "PUT", "/d/1/a/c/o", {}, payload,
+                                     content_length=length, trailers=lambda: {"x-a": "1"})
+        assert client._idle == {}  # refused before any connection was made
+    finally:
+        await client.close()

@@ -31,6 +31,7 @@ class ScriptedApp:
         self.disconnected = asyncio.Event()
         self.file_path = None
         self.file_sends_done = 0
+        self.trailers: list = []  # /echo: the trailer fields of each body read
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -56,6 +57,7 @@ class ScriptedApp:
                     return
                 body += msg["body"]
                 if not msg["more_body"]:
+                    self.trailers.append(msg.get("trailers"))
                     break
             await start(201, [(b"content-length", b"%d" % len(body)), (b"x-got", b"yes")])
             await send({"type": "http.response.body", "body": body})
@@ -152,6 +154,23 @@ async def test_chunked_upload_and_large_body(server):
     w.write(big)
     status, _, body = await read_response(r)
     assert status == 201 and body == big
+    w.close()
+
+
+async def test_chunked_body_trailers_reach_the_app_apart_from_the_headers(server):
+    port, app = server
+    r, w = await connect(port)
+    w.write(b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"X-Timestamp: 1\r\n\r\n5\r\nhello\r\n0\r\nX-Backend-Md5: abc\r\n"
+            b"X-Timestamp: 2\r\n\r\n"
+            b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    assert (await read_response(r))[::2] == (201, b"hello")
+    assert (await read_response(r))[::2] == (201, b"hi")
+    assert app.trailers == [[(b"x-backend-md5", b"abc"), (b"x-timestamp", b"2")], None]
+    # a trailer never poses as a request header (a node trusts X-Timestamp and the length)
+    headers = app.scopes[0]["headers"]
+    assert (b"x-timestamp", b"1") in headers and (b"x-timestamp", b"2") not in headers
+    assert not any(k == b"x-backend-md5" for k, _ in headers)
     w.close()
 
 
