@@ -136,9 +136,10 @@ end
 
 LUA_SEQ = LUA_COMMON + r"""
 limit = %(limit)d
+first = %(first)d
 request = function()
   counter = counter + 1
-  local i = ((counter - 1) %% limit) + 1
+  local i = ((counter - 1) %% limit) + first
   return wrk.format("%(method)s", prefix .. i, {["X-Auth-Token"] = token})
 end
 """
@@ -177,7 +178,33 @@ def wrk(url: str, script: str, seconds: float, connections: int) -> dict:
             "p99_ms": round(doc["p99_us"] / 1000, 2)}
 
 
-async def lean_load(port: int, prefix: str, count: int, method: str, token: str,
+def stored_run(base: str, acct: str, container: str, token: str) -> tuple[int, int]:
+    """``(first, count)``: objects o<first>..o<first + count - 1>, the longest run of names a
+    PUT phase stored from its lowest one, as the container lists them. wrk calls the
+    script's ``request()`` once before it sends anything (so o1 is never stored) and stops
+    with requests in flight (some of the last names may or may not be stored); reading only
+    this run keeps the GET/HEAD/DELETE phases from counting names never stored as failures."""
+    names: set[str] = set()
+    marker = ""
+    while True:
+        r = httpx.get(f"{base}{acct}/{container}", params={"format": "json", "prefix": "o",
+                                                           "marker": marker},
+                      headers={"X-Auth-Token": token})
+        page = r.json()
+        if not page:
+            break
+        names.update(item["name"] for item in page)
+        marker = page[-1]["name"]
+    numbers = {int(n[1:]) for n in names if n[1:].isdigit()}
+    if not numbers:
+        return 1, 0
+    first = run = min(numbers)
+    while run + 1 in numbers:
+        run += 1
+    return first, run - first + 1
+
+
+async def lean_load(port: int, prefix: str, first: int, count: int, method: str, token: str,
                     seconds: float, concurrency: int) -> dict:
     from stratus.objectstore.httpclient import HttpClient
 
@@ -193,7 +220,7 @@ async def lean_load(port: int, prefix: str, count: int, method: str, token: str,
             counter += 1
             t = time.perf_counter()
             resp = await client.request("127.0.0.1", port, method,
-                                        f"{prefix}{(counter - 1) % count + 1}",
+                                        f"{prefix}{(counter - 1) % count + first}",
                                         {"X-Auth-Token": token})
             await resp.read()
             latencies.append(time.perf_counter() - t)
@@ -372,15 +399,18 @@ def main() -> int:
                 "nodes": round((cpu_seconds(nodes) - cpu_before[1]) * 1000 / created, 2)}
         if not created:
             raise RuntimeError(f"no 4 KiB PUT succeeded: {put}")
+        first, created = stored_run(base, acct, "small", token)
         get = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/small/o", limit=created,
-                                       method="GET"), secs, 16)
+                                       first=first, method="GET"), secs, 16)
         # wrk cannot parse HEAD responses (it waits for the announced body): use the lean
         # keep-alive client the proxy itself uses for its nodes
-        head = asyncio.run(lean_load(port, f"{acct}/small/o", created, "HEAD", token, secs, 16))
+        head = asyncio.run(lean_load(port, f"{acct}/small/o", first, created, "HEAD", token,
+                                     secs, 16))
         delete = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/small/o", limit=created,
-                                          method="DELETE"), min(secs, 3), 16)
+                                          first=first, method="DELETE"), min(secs, 3), 16)
         if delete["requests"] > created:
             delete["note"] = "ran past the objects created; only 2xx are counted"
+        get["names_read"] = head["names_read"] = created
         result["put_4k"], result["get_4k"], result["head_4k"], result["delete_4k"] = \
             put, get, head, delete
 
@@ -393,13 +423,15 @@ def main() -> int:
         d = devs[0]
         node_url = f"http://{d['ip']}:{d['port']}"
         direct = wrk(node_url, LUA_SEQ % dict(fill, prefix=f"/{d['device']}/{part}/AUTH_{project}"
-                                              f"/small/direct?", limit=1, method="GET"), secs, 16)
+                                              f"/small/direct?", limit=1, first=1,
+                                              method="GET"), secs, 16)
         result["baseline_node_get_4k"] = direct
 
         # 1 MiB at concurrency 8
         put1 = wrk(base, LUA_PUT % dict(fill, prefix=f"{acct}/mid/o", size=MiB), secs, 8)
-        get1 = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/mid/o", limit=max(1, put1["ok"]),
-                                        method="GET"), secs, 8)
+        mid_first, mid_stored = stored_run(base, acct, "mid", token)
+        get1 = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/mid/o", limit=max(1, mid_stored),
+                                        first=mid_first, method="GET"), secs, 8)
         put1["MB_per_s"] = round(put1["ops_per_s"], 1)
         get1["MB_per_s"] = round(get1["ops_per_s"], 1)
         result["put_1m"], result["get_1m"] = put1, get1
