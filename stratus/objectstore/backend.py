@@ -17,7 +17,18 @@ MD5_TRAILER_REQUEST = "x-backend-md5-trailer"          # request header, value "
 MD5_TRAILER = "x-backend-md5"                           # trailer field: the body's md5, hex
 OBJ_CONTENT_LENGTH = "x-backend-obj-content-length"     # the length of that chunked body
 
+# A multi-range GET resumed on another replica must frame its parts with the boundary the
+# client was already given (in the first replica's Content-Type); the proxy asks for it.
+MULTIPART_BOUNDARY = "x-backend-multipart-boundary"    # request header: the boundary to use
+
 _HEX = frozenset("0123456789abcdef")
+_BOUNDARY_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def valid_boundary(value: str | None) -> bool:
+    """A boundary a node may use as asked: 1-70 letters and digits (RFC 2046 allows more;
+    the nodes only ever make hex ones)."""
+    return bool(value) and len(value) <= 70 and _BOUNDARY_CHARS.issuperset(value)
 
 
 def trailer_md5(trailers: list | None) -> str | None:

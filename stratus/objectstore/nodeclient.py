@@ -28,7 +28,7 @@ from typing import AsyncIterable, AsyncIterator, Iterable, Iterator
 from urllib.parse import quote
 
 from .httpclient import HttpClient, NodeConnectionError, Response
-from .backend import MD5_TRAILER, MD5_TRAILER_REQUEST, OBJ_CONTENT_LENGTH
+from .backend import MD5_TRAILER, MD5_TRAILER_REQUEST, MULTIPART_BOUNDARY, OBJ_CONTENT_LENGTH
 
 __all__ = ["NodeClient", "NodeResult", "PutResult", "quorum_size", "quorum_status",
            "node_path", "update_target_headers"]
@@ -435,11 +435,14 @@ class NodeClient:
     get_first = get_object  # the name that reads better for container/account requests
 
     def iter_object_body(self, resp: Response, more_nodes: Iterator[dict], part: int,
-                         account: str, container: str, obj: str) -> "ObjectBody":
-        """The body of a full-object 200 response: iterate it for its pieces, or let a server
-        relay it (:meth:`ObjectBody.relay_to`); on a short body it resumes from the next
-        node (see :class:`ObjectBody`)."""
-        return ObjectBody(self, resp, more_nodes, part, account, container, obj)
+                         account: str, container: str, obj: str, *,
+                         request_headers: dict | None = None) -> "ObjectBody":
+        """The body of an object GET's 200 or 206 response: iterate it for its pieces, or let
+        a server relay it (:meth:`ObjectBody.relay_to`); on a short body it resumes from the
+        next node (see :class:`ObjectBody`). ``request_headers``: those the GET was sent
+        with (a 206's Range among them), for the resuming request."""
+        return ObjectBody(self, resp, more_nodes, part, account, container, obj,
+                          request_headers=request_headers)
 
 
 # a body at least this long left in the node's socket is relayed by splice; a shorter one is
@@ -448,23 +451,49 @@ SPLICE_MIN = 4 << 20
 
 
 class ObjectBody:
-    """A full-object GET body from one node, resumed from the next node (a Range from the
-    first byte missing) if that node cuts it short: a corrupt replica (the node's signal) or
-    a node gone. The resumed read must come from the same version (same X-Timestamp and
-    ETag), else it fails with NodeConnectionError (the caller has already sent headers).
+    """An object GET's body from one node, resumed from the next node if that node cuts it
+    short: a corrupt replica (the node's signal) or a node gone. A whole object or a single
+    range resumes with a Range from the first byte missing; a multi-range body (its own
+    framing) restarts only if nothing of it was sent. The resumed read must come from the same
+    version (same X-Timestamp and ETag), else it fails with NodeConnectionError (the caller
+    has already sent headers).
 
     ``async for`` gives its pieces. A server that can move bytes socket to socket calls
     :meth:`relay_to` instead, so that a large body never passes through this process."""
 
     def __init__(self, nodes: "NodeClient", resp: Response, more_nodes: Iterator[dict],
-                 part: int, account: str, container: str, obj: str):
+                 part: int, account: str, container: str, obj: str, *,
+                 request_headers: dict | None = None):
         self._nodes = nodes
         self._current: Response | None = resp
         self._more_nodes = more_nodes
         self._where = (part, account, container, obj)
-        self.expected = int(resp.headers.get("content-length", "0"))
+        self._headers = {k.lower(): v for k, v in (request_headers or {}).items()}
+        # -1: a length the node did not give; the body then ends where the node's ends
+        self.expected = int(resp.headers.get("content-length", "-1"))
         self._version = (resp.headers.get("x-timestamp"), resp.headers.get("etag"))
+        self._span: tuple[int, int] | None = None   # a 206's single range, first-last
+        self._boundary: str | None = None            # a multi-range 206's part boundary
+        if resp.status == 206:
+            crange = resp.headers.get("content-range", "")
+            if crange.startswith("bytes ") and "-" in crange:
+                first, last = crange[6:].split("/")[0].split("-")
+                self._span = (int(first), int(last))
+            else:
+                ctype = resp.headers.get("content-type", "")
+                self._boundary = ctype.partition("boundary=")[2].split(";")[0].strip('" ')
         self.sent = 0
+
+    def _resume_headers(self) -> dict:
+        """The request that asks another replica for exactly what is still missing."""
+        if self._span is not None:
+            return dict(self._headers, range=f"bytes={self._span[0] + self.sent}-{self._span[1]}")
+        if self._boundary is not None:
+            if self.sent:
+                raise NodeConnectionError("multi-range body cut short")
+            # nothing sent yet: the same ranges again, framed as the client was told
+            return dict(self._headers, **{MULTIPART_BOUNDARY: self._boundary})
+        return dict(self._headers, range=f"bytes={self.sent}-")
 
     def __aiter__(self):
         return self._pieces()
@@ -483,7 +512,7 @@ class ObjectBody:
                         yield chunk
                 except (NodeConnectionError, asyncio.TimeoutError):
                     pass
-            if self.sent >= self.expected:
+            if self.expected < 0 or self.sent >= self.expected:
                 return
             await self._resume()
 
@@ -492,11 +521,12 @@ class ObjectBody:
         if self._current is not None:
             self._current.close()
         self._current = None
+        headers = self._resume_headers()
         part, account, container, obj = self._where
         for node in self._more_nodes:
             try:
                 r = await self._nodes.request(node, part, "GET", account, container, obj,
-                                              headers={"Range": f"bytes={self.sent}-"})
+                                              headers=headers)
             except (NodeConnectionError, asyncio.TimeoutError, OSError):
                 continue
             if r.status == 206 and (r.headers.get("x-timestamp"),

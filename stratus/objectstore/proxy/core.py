@@ -553,54 +553,13 @@ class Core:
                         await resp.read()
                         resp = None
                 return fault(503, "No storage node could serve the object")
-            body = self.nodes.iter_object_body(resp, order, part, req.account, req.container,
-                                               req.obj)
-        else:
-            body = self._ranged_body(resp, order, part, req, headers)
+        # a 206 resumes with the request's own headers (a multi-range body restarts with its
+        # Range); a whole object with a Range alone, as conditions were already met
+        body = self.nodes.iter_object_body(resp, order, part, req.account, req.container,
+                                           req.obj,
+                                           request_headers=headers if resp.status == 206
+                                           else None)
         return Resp(resp.status, out, body, on_close=resp.close)
-
-    async def _ranged_body(self, resp, more_nodes, part, req, headers):
-        """A 206 body; if the node cuts it short (a corrupt replica: the node's signal), the
-        rest comes from another replica of the same version — resuming a single range from
-        the byte where it broke, restarting a multi-range body only if nothing was sent."""
-        version = (resp.headers.get("x-timestamp"), resp.headers.get("etag"))
-        crange = resp.headers.get("content-range", "")
-        single = crange.startswith("bytes ") and "-" in crange
-        if single:
-            first, last = crange[6:].split("/")[0].split("-")
-            first, last = int(first), int(last)
-        expected = int(resp.headers.get("content-length", "-1"))
-        sent = 0
-        current = resp
-        while True:
-            try:
-                async for chunk in current.iter_body():
-                    sent += len(chunk)
-                    yield chunk
-            except (NodeConnectionError, asyncio.TimeoutError):
-                pass
-            if expected < 0 or sent >= expected:
-                return
-            if not single and sent:
-                raise NodeConnectionError("multi-range body cut short")
-            retry = dict(headers)
-            if single:
-                retry["range"] = f"bytes={first + sent}-{last}"
-            current = None
-            for node in more_nodes:
-                try:
-                    r = await self.nodes.request(node, part, "GET", req.account, req.container,
-                                                 req.obj, headers=retry)
-                except (NodeConnectionError, asyncio.TimeoutError, OSError):
-                    continue
-                if r.status == 206 and (r.headers.get("x-timestamp"),
-                                        r.headers.get("etag")) == version:
-                    current = r
-                    break
-                await r.read()
-            if current is None:
-                raise NodeConnectionError(f"ranged body cut at {sent} of {expected} bytes; "
-                                          "no replica could resume")
 
     def object_put_headers(self, req: Req) -> dict:
         check_metadata(req.headers, "object")

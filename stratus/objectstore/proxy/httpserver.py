@@ -203,7 +203,7 @@ class _Connection(Connection):
             transport.write(head)
             try:
                 if isinstance(resp.body, ObjectBody) and not chunked:
-                    # a whole object from a node: its bytes go socket to socket (splice)
+                    # an object's body from a node: its bytes go socket to socket (splice)
                     await resp.body.relay_to(self)
                     if self.lost:
                         return False

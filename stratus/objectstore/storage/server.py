@@ -22,7 +22,8 @@ import msgpack
 from ..httpclient import HttpClient
 from ..ring import Ring, RingCache, RingError
 from . import diskfile
-from ..backend import MD5_TRAILER, MD5_TRAILER_REQUEST, OBJ_CONTENT_LENGTH, trailer_md5
+from ..backend import (MD5_TRAILER, MD5_TRAILER_REQUEST, MULTIPART_BOUNDARY, OBJ_CONTENT_LENGTH,
+                       trailer_md5, valid_boundary)
 from .common import (BadRequest, NodeRequest, http_date, iso_date, normalize_timestamp,
                      parse_request, read_body, send_error, send_json, send_response,
                      split_hosts, valid_timestamp)
@@ -878,7 +879,9 @@ class StorageNode:
                 await self._stream_body(receive, send, 206, headers, reader, ranges, None, dev_path,
                                         datadir, req.zerocopy)
                 return
-            boundary = uuid.uuid4().hex
+            boundary = req.headers.get(MULTIPART_BOUNDARY)
+            if not valid_boundary(boundary):
+                boundary = uuid.uuid4().hex
             ctype = reader.headers.get("content-type", "application/octet-stream")
             headers = [(k, v) for k, v in headers if k != "content-type"]
             headers.append(("content-type", f"multipart/byteranges; boundary={boundary}"))
@@ -957,23 +960,30 @@ class StorageNode:
         """Send what ``it`` yields, preparing each chunk in the thread pool while the one
         before it is sent: read and checked (its bytes go out as a body message) or, with
         ``zerocopy``, checked in place (the kernel then sends it from the file). Literal
-        pieces (multipart framing) go out as they are."""
+        pieces (multipart framing) go out with the chunk that follows them, once it passed
+        its check: a replica found corrupt in its first chunk has then sent nothing, so the
+        proxy can restart even a multi-range answer on another replica."""
         prepare = reader.verify_range if zerocopy else reader.read_range
 
         def schedule():
-            for literal, span in it:
-                if literal is not None:
-                    return literal, None
-                return span, run(prepare, *span)
-            return None
+            """(literal bytes before the chunk, the chunk's span, its read or check) or None."""
+            literal = b""
+            for piece, span in it:
+                if piece is not None:
+                    literal += piece
+                    continue
+                return literal, span, run(prepare, *span)
+            return (literal, None, None) if literal else None
 
         nxt = schedule()
         try:
             while nxt is not None and not gone.is_set():
-                what, pending = nxt
+                literal, span, pending = nxt
                 nxt = None
+                messages = []
                 if pending is None:
-                    message = {"type": "http.response.body", "body": what, "more_body": True}
+                    messages.append({"type": "http.response.body", "body": literal,
+                                     "more_body": True})
                 else:
                     try:
                         data = await pending
@@ -982,18 +992,24 @@ class StorageNode:
                         log.warning("quarantined %s during GET: %s", datadir, exc)
                         raise CorruptResponseAbort(str(exc)) from None
                     if zerocopy:
-                        start, stop = what
-                        message = {"type": "http.response.zerocopysend", "file": reader.fd,
-                                   "offset": start, "count": stop - start, "more_body": True}
+                        if literal:
+                            messages.append({"type": "http.response.body", "body": literal,
+                                             "more_body": True})
+                        messages.append({"type": "http.response.zerocopysend",
+                                         "file": reader.fd, "offset": span[0],
+                                         "count": span[1] - span[0], "more_body": True})
                     else:
-                        message = {"type": "http.response.body", "body": data, "more_body": True}
+                        messages.append({"type": "http.response.body",
+                                         "body": literal + data if literal else data,
+                                         "more_body": True})
                 nxt = schedule()
-                await send(message)
+                for message in messages:
+                    await send(message)
         finally:
-            if nxt is not None and nxt[1] is not None:
+            if nxt is not None and nxt[2] is not None:
                 # the read or check in flight must end before the caller closes the file
                 try:
-                    await nxt[1]
+                    await nxt[2]
                 except Exception:
                     pass
 

@@ -179,6 +179,33 @@ def test_flipped_bytes_never_served_quarantined_and_restored(rig):
         assert hashlib.md5(acct.request("GET", f"/{c}/big").content).hexdigest() == want
 
 
+def test_multi_range_get_restarts_on_another_replica_with_the_same_boundary(rig):
+    """A replica found corrupt in the first block a multi-range answer needs has sent nothing
+    of its body (the part heads wait for the checked chunk), so the proxy restarts the whole
+    answer on another replica, which frames it with the boundary the client already got."""
+    cluster, cloud, acct = rig
+    c = "multi"
+    assert acct.request("PUT", f"/{c}").status_code == 201
+    body = os.urandom(3 << 20)
+    assert acct.request("PUT", f"/{c}/o", content=body).status_code == 201
+    replicas = replica_files(cluster, f"AUTH_{acct.project_id}", c, "o")
+    _corrupt(replicas[0][2], 50)
+    spans = [(10, 19), ((2 << 20) + 7, (2 << 20) + 20000)]
+    r = acct.request("GET", f"/{c}/o",
+                     headers={"Range": "bytes=" + ",".join(f"{a}-{b}" for a, b in spans)})
+    assert r.status_code == 206
+    ctype = r.headers["content-type"]
+    assert ctype.startswith("multipart/byteranges; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    parts = r.content.split(b"--" + boundary)
+    assert parts[0] == b"" and parts[-1] == b"--\r\n" and len(parts) == len(spans) + 2
+    for (first, last), part in zip(spans, parts[1:-1]):
+        head, _, data = part.partition(b"\r\n\r\n")
+        assert f"Content-Range: bytes {first}-{last}/{len(body)}".encode() in head
+        assert data == body[first:last + 1] + b"\r\n"
+    assert not has_data(replicas[0][2]), "the corrupt replica is quarantined"
+
+
 def test_unmounted_device_writes_go_to_handoffs(rig):
     cluster, cloud, acct = rig
     c = "unmount"

@@ -79,6 +79,11 @@ def test_large_object_relayed_by_splice_resumes_past_corrupt_replicas(served):
             with open(path, "r+b") as fh:
                 fh.seek(offset)
                 fh.write(b"\xff\x00\xff\x00")
+        # a single range of 7 MiB (relayed by splice too) across the first replica's bad
+        # block resumes on the next replica from the byte where it broke
+        r = c.get(f"{base}/big", headers={"Range": f"bytes={1 << 20}-{(8 << 20) - 1}"})
+        assert r.status_code == 206 and r.content == body[1 << 20:8 << 20]
+        assert not any(files[0].parent.glob("*.data")), "quarantined by that read"
         r = c.get(f"{base}/big")
         assert r.status_code == 200 and len(r.content) == len(body) and r.content == body
         # the good replica alone is left: the next read is whole again, from it
