@@ -47,13 +47,17 @@ malformed trailer, or the header with a ``Content-Length`` body, is a 400 and st
 ``GET``/``HEAD`` → ``200`` with ``Content-Length``, ``Content-Type``, ``ETag``,
 ``X-Timestamp``, ``X-Backend-Timestamp``, ``Last-Modified``, stored headers (lower-case).
 ``Range: bytes=...`` → ``206`` (one range: ``Content-Range``; several:
-``multipart/byteranges``) or ``416``. ``If-Match``, ``If-None-Match``,
+``multipart/byteranges``, framed with the boundary ``X-Backend-Multipart-Boundary`` asks
+for when it is 1-70 letters and digits: the proxy restarting such an answer on another replica
+keeps the one the client was given) or ``416``. ``If-Match``, ``If-None-Match``,
 ``If-Modified-Since``, ``If-Unmodified-Since`` give ``412``/``304``. A deleted or expired
 object → ``404`` with ``X-Backend-Timestamp`` of the tombstone (so the proxy can tell
 "deleted" from "missing").
 **Corruption:** every block is checked before it is sent; if one fails, the node
 quarantines the replica and closes the connection *before* ``Content-Length`` bytes were sent.
 A body shorter than ``Content-Length`` therefore means "this replica is bad, read another".
+Multipart framing goes out only with the checked chunk that follows it, so a replica found bad
+in the first block an answer needs has sent no body byte at all.
 A replica found corrupt before the headers go out gives ``404``.
 
 ``DELETE`` (``X-Timestamp``, container update headers) → ``204``, or ``404`` if there was
