@@ -32,7 +32,8 @@ def info_document(settings) -> dict:
             "version": "2.34.0",
             "max_file_size": settings.max_file_size,
             "max_meta_name_length": 128, "max_meta_value_length": 256, "max_meta_count": 90,
-            "max_meta_overall_size": 4096, "max_header_size": 8192,
+            "max_meta_overall_size": 4096, "max_header_size": MAX_HEADER_SIZE,
+            "strict_cors_mode": True,
             "max_object_name_length": 1024, "container_listing_limit": 10000,
             "account_listing_limit": 10000, "max_account_name_length": 256,
             "max_container_name_length": 256, "valid_api_versions": ["v1", "v1.0"],
@@ -60,6 +61,9 @@ def info_document(settings) -> dict:
     }
 
 
+MAX_HEADER_SIZE = 8192  # one header line, name and value (the /info constraint)
+
+
 class Edge:
     """/healthcheck and /info, answered without touching the nodes or the auth."""
 
@@ -75,15 +79,37 @@ class Edge:
             if req.method not in ("GET", "HEAD"):
                 raise SwiftError(405, "Use GET /info", {"allow": "GET, HEAD"})
             return Resp(200, {"content-type": "application/json; charset=UTF-8"}, self.info)
+        for name, value in req.headers.items():
+            if len(name) + len(value) + 2 > MAX_HEADER_SIZE:
+                raise SwiftError(400, f"Header line too long: {name} (a header is limited to "
+                                      f"{MAX_HEADER_SIZE} bytes)")
+        if path.startswith("/v1") and not valid_name_path(path):
+            # Swift's answer, word for word: clients and its functional tests match the body
+            return Resp(412, {"content-type": "text/plain; charset=UTF-8"},
+                        b"Invalid UTF8 or contains NULL")
         if path.startswith(("/v1", "/auth", "/s3")):
             return await self.app(req)
         raise SwiftError(404, f"The resource could not be found: {path}")
 
 
+def valid_name_path(path: str) -> bool:
+    """No NUL and only valid UTF-8 (the path was decoded with surrogate escapes, so a byte
+    that was not UTF-8 is a lone surrogate here and will not encode)."""
+    if "\x00" in path:
+        return False
+    if path.isascii():
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Proxy:
     def __init__(self, settings, *, identity_url: str, public_url: str,
                  ready: asyncio.Event | None = None):
-        from . import auth, bulk, copy, large, quotas, s3, versioning
+        from . import auth, bulk, copy, cors, large, quotas, s3, versioning
         from .core import Core
 
         self.settings = settings
@@ -99,6 +125,7 @@ class Proxy:
         app = auth.KeystoneAuth(app, operator_roles=settings.operator_roles,
                                 reader_roles=settings.reader_roles,
                                 reseller_admin_role=settings.reseller_admin_role)
+        app = cors.CORS(app, self.core)  # above the auth: a preflight carries no token
         app = auth.TempURL(app, self.core)
         app = self.s3 = s3.S3(app, self.core, identity_url)
         self.v1auth = auth.V1Auth(app, identity_url, public_url)

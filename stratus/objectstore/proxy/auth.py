@@ -169,6 +169,15 @@ DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha
 HEX_LENGTHS = {40: "sha1", 64: "sha256", 128: "sha512"}
 
 
+def _key_bytes(key: str) -> bytes:
+    """A temp URL key as the bytes its owner set: header values reach the proxy decoded as
+    latin-1 (see http.header_text), so encoding it back gives them, UTF-8 keys included."""
+    try:
+        return key.encode("latin-1")
+    except UnicodeEncodeError:
+        return key.encode("utf-8")
+
+
 def parse_expires(value: str) -> int:
     try:
         return int(value)
@@ -249,7 +258,7 @@ class TempURL:
         for key in keys:
             for method in methods:
                 msg = f"{method}\n{expires}\n{path}"
-                mac = hmac.new(key.encode(), msg.encode(), DIGESTS[digest]).digest()
+                mac = hmac.new(_key_bytes(key), msg.encode(), DIGESTS[digest]).digest()
                 if hmac.compare_digest(mac, raw):
                     ok = True
         if not ok:

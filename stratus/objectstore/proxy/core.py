@@ -36,6 +36,9 @@ MAX_META_NAME = 128
 MAX_META_VALUE = 256
 MAX_META_COUNT = 90
 MAX_META_OVERALL = 4096
+LISTING_TYPES = {"json": "application/json; charset=utf-8",
+                 "xml": "application/xml; charset=utf-8"}
+MAX_DELETE_AT = 9999999999  # a later X-Delete-At means "never", kept in Swift's ten digits
 LISTING_LIMIT = 10000
 SMALL_OBJECT = 256 * 1024  # read whole into memory below this size instead of streaming
 # Object headers a client may set (besides X-Object-Meta-*).
@@ -72,6 +75,14 @@ def check_metadata(headers: dict, kind: str) -> None:
 
 def _clean(headers: dict) -> dict:
     return {k: v for k, v in headers.items() if not k.startswith(_DROP)}
+
+
+def refused_by_nodes(results, status: int) -> None:
+    """A write the nodes refused as the client's error (400: say, metadata that would go past
+    its limits once merged with what is stored): the client gets the nodes' reason."""
+    if status == 400:
+        reason = next((r.body for r in results if r.status == 400 and r.body), b"")
+        raise SwiftError(400, reason.decode("utf-8", "replace").strip() or "Bad metadata")
 
 
 class Info:
@@ -145,7 +156,9 @@ class Core:
                                   or cinfo.meta("x-container-meta-quota-count")):
             del self._info[(req.account, req.container)]
         ainfo = self._info.get((req.account, None))
-        if ainfo is not None and ainfo.meta("x-account-meta-quota-bytes"):
+        if ainfo is not None and any(k.startswith(("x-account-meta-quota-",
+                                                   "x-account-sysmeta-quota-"))
+                                     for k in ainfo.headers):
             del self._info[(req.account, None)]
 
     async def account_info(self, account: str) -> Info:
@@ -215,7 +228,7 @@ class Core:
                 return Resp(204, self._empty_account_headers())
             if not info.exists:
                 return self._status_fault(info.status, "Account")
-            return Resp(204, self._listing_headers(info.headers, "account"))
+            return Resp(204, self._head_headers(req, info.headers, "account"))
         return await self.listing(req, "account")
 
     def _empty_account_headers(self) -> dict:
@@ -225,6 +238,15 @@ class Core:
                 "x-account-storage-policy-policy-0-object-count": "0",
                 "x-account-storage-policy-policy-0-bytes-used": "0",
                 "content-type": "text/plain; charset=utf-8"}
+
+    def _head_headers(self, req: Req, headers: dict, kind: str) -> dict:
+        """A HEAD's headers: a listing's, with the Content-Type the listing in the format
+        asked for (?format=, Accept) would have."""
+        out = self._listing_headers(headers, kind)
+        fmt = self.listing_format(req)
+        if fmt != "plain":
+            out["content-type"] = LISTING_TYPES[fmt]
+        return out
 
     def _listing_headers(self, headers: dict, kind: str) -> dict:
         out = _clean(headers)
@@ -262,6 +284,7 @@ class Core:
         results = await self._db_write("POST", req.account, None, headers)
         self.forget(req.account)
         status = quorum_status([r.status for r in results], len(results))
+        refused_by_nodes(results, status)
         if status == 404:
             raise SwiftError(404, "Account not found")
         if status >= 300:
@@ -283,7 +306,7 @@ class Core:
             if not info.exists:
                 return self._status_fault(info.status, "Container")
             if method == "HEAD":
-                return Resp(204, self._listing_headers(info.headers, "container"))
+                return Resp(204, self._head_headers(req, info.headers, "container"))
             return await self.listing(req, "container")
         if method == "PUT":
             self.authorize(req, None)
@@ -312,7 +335,7 @@ class Core:
                     "x-remove-versions-location", "x-remove-history-location"):
                 out[k] = v
         policy = req.headers.get("x-storage-policy")
-        if policy is not None and policy.lower() != "policy-0":
+        if policy and policy.strip().lower() != "policy-0":  # empty: the default, as in Swift
             raise SwiftError(400, f"Invalid X-Storage-Policy {policy!r}; the only policy is Policy-0")
         return out
 
@@ -323,6 +346,7 @@ class Core:
                                        dict(headers, **{"X-Timestamp": normalize_timestamp()}))
         self.forget(req.account, req.container)
         status = quorum_status([r.status for r in results], len(results))
+        refused_by_nodes(results, status)
         if status >= 300:
             raise SwiftError(503 if status >= 500 else status,
                              "The container was not created on a quorum of nodes")
@@ -334,6 +358,7 @@ class Core:
         results = await self._db_write("POST", req.account, req.container, headers)
         self.forget(req.account, req.container)
         status = quorum_status([r.status for r in results], len(results))
+        refused_by_nodes(results, status)
         if status == 404:
             raise SwiftError(404, "Container not found")
         if status >= 300:
@@ -563,6 +588,9 @@ class Core:
 
     def object_put_headers(self, req: Req) -> dict:
         check_metadata(req.headers, "object")
+        if_none_match = req.headers.get("if-none-match")
+        if if_none_match is not None and if_none_match.strip() != "*":
+            raise SwiftError(400, "If-None-Match only supports *")
         h = {}
         for k, v in req.headers.items():
             if k in OBJECT_USER_HEADERS or k.startswith("x-object-meta-"):
@@ -590,15 +618,15 @@ class Core:
                 raise SwiftError(400, "Non-integer X-Delete-After") from None
             if seconds <= 0:
                 raise SwiftError(400, "X-Delete-After in past")
-            h["x-delete-at"] = str(int(time.time() + seconds))
+            h["x-delete-at"] = str(min(int(time.time() + seconds), MAX_DELETE_AT))
         elif at is not None:
             try:
                 value = int(float(at))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise SwiftError(400, "Non-integer X-Delete-At") from None
             if value <= time.time():
                 raise SwiftError(400, "X-Delete-At in past")
-            h["x-delete-at"] = str(value)
+            h["x-delete-at"] = str(min(value, MAX_DELETE_AT))
 
     async def object_put(self, req: Req) -> Resp:
         length = req.content_length
@@ -640,6 +668,7 @@ class Core:
             return Resp(202, {}, b"")
         if status == 499:
             raise SwiftError(499, "Client disconnected or sent a short body")
+        refused_by_nodes(result.results, status)
         log.warning("PUT %s/%s/%s: no quorum: %s", req.account, req.container, req.obj,
                     [(r.node.get("port"), r.node.get("device"), r.status, r.body[:200])
                      for r in result.results])
@@ -659,7 +688,6 @@ class Core:
         check_metadata(req.headers, "object")
         h = {k: v for k, v in req.headers.items()
              if k in OBJECT_USER_HEADERS or k.startswith("x-object-meta-")}
-        h.pop("x-object-manifest", None)
         self._delete_at(req, h)
         h["X-Timestamp"] = normalize_timestamp()
         await self._wait_ready()
@@ -675,7 +703,9 @@ class Core:
     async def object_delete(self, req: Req) -> Resp:
         h = {"X-Timestamp": req.env.get("delete_timestamp") or normalize_timestamp()}
         if "x-if-delete-at" in req.headers:
-            h["X-If-Delete-At"] = req.headers["x-if-delete-at"]
+            if not req.headers["x-if-delete-at"].strip().isdigit():
+                raise SwiftError(400, "Bad X-If-Delete-At header value")
+            h["X-If-Delete-At"] = req.headers["x-if-delete-at"].strip()
         await self._wait_ready()
         ring, part, nodes = self._object_nodes(req)
         per_node = self._container_targets(req, nodes, h)

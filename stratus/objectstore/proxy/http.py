@@ -18,9 +18,13 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from stratus.common.errors import render_fault
 
-# Headers only the proxy and nodes may set: a client-supplied one is dropped on the way in.
+# Headers only the proxy and nodes may set: a client-supplied one is dropped on the way in
+# (with the X-Remove- forms of the sysmeta ones, which would clear what a filter stored).
 INTERNAL_PREFIXES = ("x-object-sysmeta-", "x-container-sysmeta-", "x-account-sysmeta-",
                      "x-backend-", "x-object-transient-sysmeta-")
+_CLIENT_DROPPED = INTERNAL_PREFIXES + ("x-remove-object-sysmeta-", "x-remove-container-sysmeta-",
+                                       "x-remove-account-sysmeta-",
+                                       "x-remove-object-transient-sysmeta-")
 # ...and never shown to clients on the way out.
 HIDDEN_PREFIXES = INTERNAL_PREFIXES + ("x-put-timestamp", "x-delete-timestamp")
 
@@ -165,9 +169,21 @@ def quote_path(path: str) -> str:
     return quote(path.encode("utf-8", "surrogateescape"), safe="/")
 
 
+def header_text(value: str) -> str:
+    """A header value as the text its sender meant: values reach the proxy decoded as latin-1,
+    so one sent as UTF-8 (a container or object name, a key) is itself again once its bytes
+    are read as UTF-8; a value that is not UTF-8 stays as it came."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def split_source(value: str) -> tuple[str, str]:
     """``/container/object`` or ``container/object`` (URL-encoded) → (container, object)."""
-    value = unquote(value.strip())
+    value = unquote(header_text(value.strip()))
     if value.startswith("/"):
         value = value[1:]
     container, _, obj = value.partition("/")
@@ -183,10 +199,13 @@ def decode_path(raw: bytes) -> str:
 
 
 def request_headers(pairs) -> dict[str, str]:
-    """Raw (name, value) byte pairs → lower-case names; repeated headers joined by commas."""
+    """A client's raw (name, value) byte pairs → lower-case names, repeated headers joined by
+    commas, the internal ones (sysmeta, X-Backend-*) dropped."""
     headers: dict[str, str] = {}
     for k, v in pairs:
         name = k.decode("latin-1").lower()
+        if name.startswith(_CLIENT_DROPPED):
+            continue
         value = v.decode("latin-1")
         if name in headers:
             headers[name] += "," + value
@@ -204,7 +223,9 @@ def s3_env(env: dict, raw_path: bytes, query_string: bytes) -> None:
 def response_headers(resp: Resp, trans_id: str) -> tuple[list[tuple[str, str]], bool]:
     """The headers a client sees for ``resp`` (hidden ones dropped, Content-Length and
     Content-Type filled in, the transaction id added) and whether the body is bytes
-    (already materialized) rather than a stream. 204 and 304 get no body."""
+    (already materialized) rather than a stream. 204 and 304 get no body; a 204 says
+    ``Content-Length: 0`` and has a Content-Type, as Swift's do (clients and upstream's
+    functional tests read both)."""
     hdrs = []
     has_length = has_type = False
     status = resp.status
@@ -221,9 +242,11 @@ def response_headers(resp: Resp, trans_id: str) -> tuple[list[tuple[str, str]], 
         hdrs.append((k, v if type(v) is str else str(v)))
     body = resp.body
     is_bytes = no_body or isinstance(body, (bytes, bytearray))
-    if not has_length and is_bytes and not no_body:
+    if status == 204:
+        hdrs.append(("content-length", "0"))
+    elif not has_length and is_bytes and not no_body:
         hdrs.append(("content-length", str(len(body))))
-    if not has_type and not no_body:
+    if not has_type and status != 304:
         hdrs.append(("content-type", "text/html; charset=UTF-8"))
     hdrs.append(("x-trans-id", trans_id))
     hdrs.append(("x-openstack-request-id", trans_id))

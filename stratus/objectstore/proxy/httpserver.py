@@ -179,8 +179,10 @@ class _Connection(Connection):
             for k, v in pairs:
                 if "\n" in v or "\r" in v:  # never let a value split the response
                     v = v.replace("\r", " ").replace("\n", " ")
-                lines.append(f"{k}: {v}\r\n")
-            lines.append(f"date: {http_date_now()}\r\n")
+                # names in Swift's spelling (X-Object-Meta-Color): HTTP does not care, but
+                # some clients and upstream's functional tests compare metadata names as sent
+                lines.append(f"{k.title()}: {v}\r\n")
+            lines.append(f"Date: {http_date_now()}\r\n")
             if chunked:
                 lines.append("transfer-encoding: chunked\r\n")
             if not keep_alive:

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlencode
 
 import orjson
 
-from .http import Req, Resp, SwiftError
+from .http import Req, Resp, SwiftError, header_text
 
 CONDITIONAL = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 MAX_DEPTH = 10
@@ -128,9 +128,11 @@ class LargeObjects:
         if req.obj is None:
             return await self.app(req)
         mm = req.query.get("multipart-manifest")
-        if req.method == "PUT":
-            if mm == "put":
+        if req.method in ("PUT", "POST"):
+            if mm == "put" and req.method == "PUT":
                 return await self.slo_put(req)
+            # a POST sets (or, without it, drops) X-Object-Manifest as it does Content-Type:
+            # a regular object can become a DLO manifest and back
             if "x-object-manifest" in req.headers:
                 _check_dlo_header(req.headers["x-object-manifest"])
             return await self.app(req)
@@ -496,7 +498,7 @@ def _is_large(headers: dict) -> bool:
 
 
 def _check_dlo_header(value: str) -> tuple[str, str]:
-    value = unquote(value)
+    value = unquote(header_text(value))
     container, sep, prefix = value.lstrip("/").partition("/")
     if not container or not sep:
         raise SwiftError(400, "X-Object-Manifest must be <container>/<prefix>")

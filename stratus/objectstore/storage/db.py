@@ -23,7 +23,7 @@ import os
 import sqlite3
 import uuid
 
-from .common import fsync_dir
+from .common import BadRequest, fsync_dir
 
 CONTAINER_SCHEMA = """
 CREATE TABLE object (
@@ -74,6 +74,33 @@ class DatabaseError(Exception):
 
 def db_path(dev_path: str, kind: str, part: int, hash_hex: str) -> str:
     return f"{dev_path}/{kind}s/{part}/{hash_hex[-3:]}/{hash_hex}/{hash_hex}.db"
+
+
+# What a client's metadata may add up to on one account or container, all requests together
+# (one request's own share is checked by the proxy); Swift's constraints
+MAX_META_COUNT = 90
+MAX_META_OVERALL = 4096
+
+
+class MetadataTooLarge(BadRequest):
+    """A client's update would take the stored user metadata past its limits (a 400)."""
+
+    def __init__(self, message: str):
+        super().__init__(400, message)
+
+
+def check_metadata_totals(metadata: dict) -> None:
+    """Raise :class:`MetadataTooLarge` if the user metadata in ``metadata`` ({header: [value,
+    timestamp]}; set values only, sysmeta not counted) is too many items or too large."""
+    count = size = 0
+    for key, (value, _ts) in metadata.items():
+        if value and key.startswith(("x-account-meta-", "x-container-meta-")):
+            count += 1
+            size += len(key) - len(key.split("-meta-", 1)[0]) - len("-meta-") + len(value)
+    if count > MAX_META_COUNT:
+        raise MetadataTooLarge(f"Too many metadata items; max {MAX_META_COUNT}")
+    if size > MAX_META_OVERALL:
+        raise MetadataTooLarge(f"Total metadata too large; max {MAX_META_OVERALL}")
 
 
 def merge_metadata(current: dict, updates: dict) -> tuple[dict, bool]:
@@ -192,7 +219,10 @@ class Broker:
             "UPDATE info SET delete_timestamp = ?, status_changed_at = ? "
             "WHERE delete_timestamp < ?", (ts, ts, ts))
 
-    def update_metadata(self, updates: dict) -> None:
+    def update_metadata(self, updates: dict, *, check_totals: bool = False) -> None:
+        """Merge ``updates`` (newest timestamp wins). ``check_totals``, for a client's request:
+        refuse (:class:`MetadataTooLarge`, nothing stored) a result past the limits; replication
+        never refuses what a peer holds."""
         if not updates:
             return
         conn = self.db()
@@ -200,6 +230,8 @@ class Broker:
         try:
             current = json.loads(conn.execute("SELECT metadata FROM info").fetchone()[0] or "{}")
             merged, changed = merge_metadata(current, updates)
+            if changed and check_totals:
+                check_metadata_totals(merged)
             if changed:
                 conn.execute("UPDATE info SET metadata = ?", (json.dumps(merged),))
             conn.execute("COMMIT")

@@ -77,7 +77,7 @@ STORED_HEADERS = {"content-type", "content-encoding", "content-disposition", "co
                   "cache-control", "expires", "x-delete-at", "x-object-manifest",
                   "x-static-large-object", "x-symlink-target", "x-symlink-target-account"}
 POST_REPLACED = {"content-type", "content-encoding", "content-disposition", "content-language",
-                 "cache-control", "expires", "x-delete-at"}
+                 "cache-control", "expires", "x-delete-at", "x-object-manifest"}
 
 
 class DiskFileError(Exception):

@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import msgpack
@@ -1083,6 +1084,10 @@ class StorageNode:
             try:
                 if replicated is None and (reader.timestamp is None or reader.deleted):
                     return "missing", None
+                expires = reader.headers.get("x-delete-at")
+                if replicated is None and expires and expires.isdigit() and \
+                        int(expires) <= time.time():
+                    return "missing", None  # expired: a POST must not bring it back
                 if reader.timestamp is not None and reader.timestamp >= ts:
                     return "conflict", reader.timestamp
                 _, meta_ts = diskfile.newest_timestamp(datadir)
@@ -1158,7 +1163,8 @@ class StorageNode:
                 info = broker.get_info()
                 was_deleted = broker.is_deleted(info)
                 broker.update_put_timestamp(ts)
-                broker.update_metadata(self._db_metadata(req, "container", ts))
+                broker.update_metadata(self._db_metadata(req, "container", ts),
+                                        check_totals=True)
                 return created or was_deleted, broker.get_info()
 
             created, info = await self.brokers.call(entry, put)
@@ -1173,7 +1179,8 @@ class StorageNode:
                 info = broker.get_info()
                 if broker.is_deleted(info):
                     return False
-                broker.update_metadata(self._db_metadata(req, "container", ts))
+                broker.update_metadata(self._db_metadata(req, "container", ts),
+                                        check_totals=True)
                 return True
 
             if not await self._db_exists(entry) or not await self.brokers.call(entry, post):
@@ -1292,7 +1299,7 @@ class StorageNode:
                 created = broker.initialize(req.account, None, ts)
                 was_deleted = broker.is_deleted()
                 broker.update_put_timestamp(ts)
-                broker.update_metadata(self._db_metadata(req, "account", ts))
+                broker.update_metadata(self._db_metadata(req, "account", ts), check_totals=True)
                 return created or was_deleted
 
             created = await self.brokers.call(entry, put)
@@ -1303,8 +1310,9 @@ class StorageNode:
             ts = self.request_timestamp(req)
             if not await self._db_exists(entry):
                 raise BadRequest(404, "account not found")
-            await self.brokers.call(entry, broker.update_metadata,
-                                    self._db_metadata(req, "account", ts))
+            await self.brokers.call(entry, partial(broker.update_metadata,
+                                                   self._db_metadata(req, "account", ts),
+                                                   check_totals=True))
             await send_response(send, 204, [])
         elif method == "DELETE":
             ts = self.request_timestamp(req)

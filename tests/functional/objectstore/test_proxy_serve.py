@@ -110,3 +110,18 @@ def test_the_proxy_process_leaves_the_database_layer_out(served):
     # SQLAlchemy's compiled extensions are mapped as soon as it is imported
     assert "sqlalchemy" not in maps
     assert "uvloop" in maps
+
+
+def test_header_names_are_spelled_as_swift_does(served):
+    """Upstream's functional tests compare metadata names as sent (X-Object-Meta-Color)."""
+    cloud, _, url = served
+    token, project = token_and_project(cloud, "demo")
+    base = f"{url}/v1/AUTH_{project}/case-{uuid.uuid4().hex[:6]}"
+    h = {"X-Auth-Token": token}
+    assert httpx.put(base, headers=h).status_code == 201
+    assert httpx.put(f"{base}/o", content=b"x", headers=dict(
+        h, **{"x-object-meta-color": "blUe"})).status_code == 201
+    r = httpx.get(f"{base}/o", headers=h)
+    names = [name for name, _ in r.headers.raw]
+    assert b"X-Object-Meta-Color" in names and b"Content-Length" in names and b"Etag" in names
+    assert r.headers["x-object-meta-color"] == "blUe"
