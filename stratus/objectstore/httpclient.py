@@ -362,7 +362,15 @@ def _encode_headers(method: str, path: str, host: str, headers: dict | Iterable)
     items = headers.items() if isinstance(headers, dict) else headers
     lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
     lines += [f"{k}: {v}\r\n" for k, v in items]
-    return bytearray("".join(lines).encode("latin-1"))
+    text = "".join(lines)
+    try:
+        return bytearray(text.encode("latin-1"))
+    except UnicodeEncodeError:
+        # a value holding text rather than the latin-1 view of bytes (the way headers come
+        # in): sent as UTF-8, what a client would have sent for it
+        return bytearray(b"".join(line.encode("latin-1") if line.isascii() or
+                                  max(line) <= "\xff" else line.encode("utf-8")
+                                  for line in lines))
 
 
 class HttpClient:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from .http import Req, Resp, SwiftError, split_source
+from .large import MANIFEST_OWN_TYPE
 
 COPIED_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                   "cache-control", "expires", "x-delete-at", "x-object-manifest")
@@ -88,8 +89,12 @@ class Copy:
                     headers[k] = v
         if query.get("multipart-manifest") == "get" and \
                 src.headers.get("x-static-large-object", "").lower() == "true":
-            # copying the manifest itself: it must stay a manifest at the destination
+            # copying the manifest itself: it must stay a manifest at the destination, of the
+            # large object's type (the manifest was shown to us as JSON)
             req.env["copy_slo_manifest"] = True
+            own_type = src.headers.get(MANIFEST_OWN_TYPE)
+            if own_type and not fresh:
+                headers["content-type"] = own_type
             for k, v in src.headers.items():
                 if k.startswith("x-object-sysmeta-slo-"):
                     headers[k] = v

@@ -251,6 +251,12 @@ class Core:
     def _listing_headers(self, headers: dict, kind: str) -> dict:
         out = _clean(headers)
         out.pop("content-length", None)
+        changed = headers.get("x-put-timestamp") or headers.get("x-timestamp")
+        if changed and "last-modified" not in out:
+            try:
+                out["last-modified"] = _http_date(float(changed))  # as Swift: its PUT time
+            except ValueError:
+                pass
         if kind == "container":
             out.setdefault("x-storage-policy", "Policy-0")
         else:

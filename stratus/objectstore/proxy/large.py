@@ -1,7 +1,10 @@
 """Large objects: static (SLO, ``?multipart-manifest=``) and dynamic (DLO, ``X-Object-Manifest``).
 
 SLO: ``PUT ?multipart-manifest=put`` with a JSON list of ``{"path", "etag", "size_bytes",
-"range"}``; every segment is checked (HEAD as the caller: exists, etag and size match) and the
+"range"}`` or inline ``{"data": <base64>}`` (bytes kept in the manifest itself; at least one
+segment must be an object, and an inline one counts in the ETag as the md5 of its bytes and
+not against the segment limit); every object segment is checked (HEAD as the caller: exists,
+etag and size match) and the
 manifest is stored with ``X-Static-Large-Object: True`` and, as sysmeta, the large object's
 ETag and size. Swift's ETag for an SLO is the md5 of the concatenated segment ETags (with
 ``:<range>;`` after a ranged segment's), shown quoted. ``?multipart-manifest=get`` returns the
@@ -20,6 +23,8 @@ are applied to the whole large object here, not to the manifest.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import uuid
 from email.utils import parsedate_to_datetime
@@ -29,6 +34,7 @@ import orjson
 
 from .http import Req, Resp, SwiftError, header_text
 
+MANIFEST_OWN_TYPE = "x-backend-manifest-content-type"
 CONDITIONAL = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 MAX_DEPTH = 10
 
@@ -111,10 +117,23 @@ def check_conditions(headers: dict, etag: str, last_modified: str | None) -> int
 def slo_etag(segments: list[dict]) -> str:
     h = hashlib.md5()
     for seg in segments:
+        if "data" in seg:
+            h.update(hashlib.md5(base64.b64decode(seg["data"])).hexdigest().encode())
+            continue
         h.update(seg["hash"].strip('"').encode())
         if seg.get("range"):
             h.update(f":{seg['range']};".encode())
     return h.hexdigest()
+
+
+def _inline_data(value) -> bytes | None:
+    """An inline segment's bytes, or None when ``value`` is not strict base64."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 class LargeObjects:
@@ -252,6 +271,10 @@ class LargeObjects:
                 break
             a = s_start + max(0, start - offset)
             b = s_start + min(length, end - offset)  # exclusive
+            if container is None:  # inline data kept in the manifest
+                yield obj[a:b]
+                offset += length
+                continue
             headers = {}
             if a != 0 or (whole is not None and b != whole) or whole is None:
                 headers["range"] = f"bytes={a}-{b - 1}"
@@ -316,14 +339,22 @@ class LargeObjects:
 
     async def manifest_get(self, req: Req) -> Resp:
         resp = await self.app(req)
-        if resp.status != 200 or not _is_slo(resp.headers) or req.method == "HEAD":
+        if resp.status != 200 or not _is_slo(resp.headers):
+            return resp
+        # the manifest is shown as JSON; the large object's own type stays known (hidden
+        # from clients) so that a copy of the manifest keeps it
+        resp.headers[MANIFEST_OWN_TYPE] = resp.headers.get("content-type", "")
+        resp.headers["content-type"] = "application/json; charset=utf-8"
+        if req.method == "HEAD":
             return resp
         raw = await _read_bounded(resp, self.max_manifest_size + 65536)
-        resp.headers["content-type"] = "application/json; charset=utf-8"
         if req.query.get("format") == "raw":
             manifest = orjson.loads(raw)
             out = []
             for seg in manifest:
+                if "data" in seg:
+                    out.append({"data": seg["data"]})
+                    continue
                 item = {"path": seg["name"], "etag": seg["hash"], "size_bytes": seg["bytes"]}
                 if seg.get("range"):
                     item["range"] = seg["range"]
@@ -344,12 +375,26 @@ class LargeObjects:
                                   "size_bytes}") from None
         if not isinstance(doc, list) or not doc:
             raise SwiftError(400, "Manifest must be a non-empty JSON list")
-        if len(doc) > self.max_segments:
+        if sum(1 for seg in doc if not (isinstance(seg, dict) and "data" in seg)) \
+                > self.max_segments:
             raise SwiftError(400, f"Too many segments: the limit is {self.max_segments}")
         errors: list[str] = []
         sem = asyncio.Semaphore(8)
 
         async def check(index: int, seg) -> dict | None:
+            if isinstance(seg, dict) and "data" in seg:
+                if set(seg) != {"data"}:
+                    errors.append(f"Index {index}: an inline data segment has only \"data\"")
+                    return None
+                raw_data = _inline_data(seg["data"])
+                if raw_data is None:
+                    errors.append(f"Index {index}: data must be valid base64")
+                    return None
+                if not raw_data:
+                    errors.append(f"Index {index}: too small; each segment must be at "
+                                  "least 1 byte.")
+                    return None
+                return {"data": base64.b64encode(raw_data).decode("ascii")}
             if not isinstance(seg, dict) or not isinstance(seg.get("path"), str):
                 errors.append(f"Index {index}: segment must be an object with a string path")
                 return None
@@ -361,6 +406,10 @@ class LargeObjects:
             container, _, obj = path.lstrip("/").partition("/")
             if not container or not obj:
                 errors.append(f"Index {index}: path must be /container/object")
+                return None
+            if (container, obj) == (req.container, req.obj):
+                # it would read itself (and overwrite the segment it names)
+                errors.append(f"Index {index}: manifest must not include itself as a segment")
                 return None
             sub = req.sub("HEAD", f"/{req.version}/{req.account}/{container}/{obj}")
             async with sem:
@@ -403,12 +452,16 @@ class LargeObjects:
             return item
 
         items = await asyncio.gather(*(check(i, s) for i, s in enumerate(doc)))
+        if not errors and all("data" in item for item in items):
+            errors.append("Inline data segments require at least one object-backed segment.")
         if errors:
             body = "Errors:\n" + "\n".join(errors) + "\n"
             raise SwiftError(400, body)
         total = 0
         for item in items:
-            if item.get("range"):
+            if "data" in item:
+                total += len(base64.b64decode(item["data"]))
+            elif item.get("range"):
                 a, b = item["range"].split("-")
                 total += int(b) - int(a) + 1
             else:
@@ -449,6 +502,8 @@ class LargeObjects:
 
         async def delete(seg):
             nonlocal deleted, not_found
+            if "data" in seg:
+                return  # inline bytes go with the manifest
             container, _, obj = seg["name"].lstrip("/").partition("/")
             query = {"multipart-manifest": "delete"} if seg.get("sub_slo") else {}
             sub = req.sub("DELETE", f"/{req.version}/{req.account}/{container}/{obj}",
@@ -506,6 +561,11 @@ def _check_dlo_header(value: str) -> tuple[str, str]:
 
 
 def _slo_segment(seg: dict):
+    """(container, object, start, end, etag, whole size); an inline segment is (None, its
+    bytes, 0, length, None, length)."""
+    if "data" in seg:
+        data = base64.b64decode(seg["data"])
+        return (None, data, 0, len(data), None, len(data))
     container, _, obj = seg["name"].lstrip("/").partition("/")
     size = int(seg["bytes"])
     if seg.get("range"):

@@ -13,7 +13,7 @@ the caller, so the caller needs write access to the archive container, as in Swi
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -75,7 +75,9 @@ class VersionedWrites:
                 raise SwiftError(400, f"{name.title()} must name a container in this account")
             if target.strip("/") == req.container:
                 raise SwiftError(400, f"{name.title()} cannot be the container itself")
-            h[name] = target.strip("/")
+            # kept percent-encoded: a header value goes to the nodes as bytes, and a name
+            # may hold any Unicode (it is unquoted again where it is used)
+            h[name] = quote(target.strip("/"), safe="")
             other = "x-history-location" if name == "x-versions-location" else "x-versions-location"
             h["x-remove-" + other[2:]] = "1"
 

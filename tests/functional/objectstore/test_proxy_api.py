@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import shutil
 import tempfile
 import time
 import uuid
+from urllib.parse import quote
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.cloudfixture import destroy_cloud, start_cloud
@@ -631,3 +634,75 @@ def test_cors_preflight_and_responses(oscloud, demo, cont):
     assert httpx.get(url, headers={"Origin": "http://b.example"}).status_code == 401
     assert httpx.options(f"{demo.url}/{cont}/cat", headers={
         "Origin": "http://b.example", "Access-Control-Request-Method": "GET"}).status_code == 200
+
+
+def test_slo_with_inline_data_segments(demo, cont):
+    seg = os.urandom(3000)
+    assert demo.request("PUT", f"/{cont}/seg", content=seg).status_code == 201
+    seg_etag = hashlib.md5(seg).hexdigest()
+    head, tail = b"HEAD" * 8, b"tail!"
+    manifest = [{"data": base64.b64encode(head).decode()},
+                {"path": f"/{cont}/seg", "etag": seg_etag, "size_bytes": len(seg)},
+                {"data": base64.b64encode(tail).decode()}]
+    r = demo.request("PUT", f"/{cont}/mixed?multipart-manifest=put",
+                     content=orjson.dumps(manifest))
+    assert r.status_code == 201, r.text
+    want_etag = hashlib.md5((hashlib.md5(head).hexdigest() + seg_etag
+                             + hashlib.md5(tail).hexdigest()).encode()).hexdigest()
+    whole = head + seg + tail
+    r = demo.request("GET", f"/{cont}/mixed")
+    assert r.status_code == 200 and r.content == whole
+    assert r.headers["etag"].strip('"') == want_etag
+    assert demo.request("HEAD", f"/{cont}/mixed").headers["content-length"] == str(len(whole))
+    # a range across an inline segment and the object one
+    r = demo.request("GET", f"/{cont}/mixed", headers={"Range": "bytes=20-40"})
+    assert r.status_code == 206 and r.content == whole[20:41]
+    r = demo.request("GET", f"/{cont}/mixed", headers={"Range": "bytes=-3"})
+    assert r.content == tail[-3:]
+    raw = demo.request("GET", f"/{cont}/mixed?multipart-manifest=get&format=raw").json()
+    assert raw[0] == {"data": base64.b64encode(head).decode()} and raw[1]["path"] == f"/{cont}/seg"
+    # what a manifest may not say
+    for bad, says in (
+            ([{"data": base64.b64encode(b"x").decode()}], "at least one object-backed"),
+            ([{"data": "not base64!"}, manifest[1]], "valid base64"),
+            ([{"data": ""}, manifest[1]], "at least 1 byte"),
+            ([{"data": base64.b64encode(b"x").decode(), "path": f"/{cont}/seg"}], "only")):
+        r = demo.request("PUT", f"/{cont}/bad?multipart-manifest=put", content=orjson.dumps(bad))
+        assert r.status_code == 400 and says in r.text, (bad, r.text)
+    # a copy of the manifest itself stays a manifest, of the large object's type
+    r = demo.request("PUT", f"/{cont}/mixed-copy?multipart-manifest=get", content=b"",
+                     headers={"X-Copy-From": f"{cont}/mixed"})
+    assert r.status_code == 201
+    r = demo.request("GET", f"/{cont}/mixed-copy")
+    assert r.content == whole and r.headers["content-type"] == "application/octet-stream"
+    assert demo.request("HEAD", f"/{cont}/mixed?multipart-manifest=get").headers[
+        "content-type"] == "application/json; charset=utf-8"
+    # deleting the large object removes the object segment; inline bytes go with it
+    r = demo.request("DELETE", f"/{cont}/mixed?multipart-manifest=delete")
+    assert r.status_code == 200 and "Number Deleted: 2" in r.text
+    assert demo.request("HEAD", f"/{cont}/seg").status_code == 404
+
+
+def test_slo_manifest_may_not_name_itself(demo, cont):
+    assert demo.request("PUT", f"/{cont}/seg_b", content=b"b" * 100).status_code == 201
+    manifest = [{"path": f"/{cont}/seg_b", "size_bytes": 100}]
+    r = demo.request("PUT", f"/{cont}/seg_b?multipart-manifest=put",
+                     content=orjson.dumps(manifest))
+    assert r.status_code == 400 and "must not include itself" in r.text
+    assert demo.request("GET", f"/{cont}/seg_b").content == b"b" * 100
+    assert demo.request("PUT", f"/{cont}/m?multipart-manifest=put",
+                        content=orjson.dumps(manifest)).status_code == 201
+    r = demo.request("HEAD", f"/{cont}/m?multipart-manifest=get")
+    assert r.headers["content-type"] == "application/json; charset=utf-8"
+
+
+def test_versions_location_naming_a_unicode_container(demo, cont):
+    archive = f"{cont}-arch☃"
+    assert demo.request("PUT", f"/{archive}").status_code == 201
+    r = demo.request("POST", f"/{cont}", headers={"X-Versions-Location": quote(archive)})
+    assert r.status_code == 204
+    for body in (b"one", b"two"):
+        assert demo.request("PUT", f"/{cont}/v", content=body).status_code == 201
+    listed = demo.request("GET", f"/{quote(archive)}?format=json").json()
+    assert len(listed) == 1
+    assert demo.request("GET", f"/{cont}/v").content == b"two"
