@@ -218,6 +218,8 @@ class LargeObjects:
             headers.pop("content-length", None)
             return Resp(cond, headers, b"")
         ranges = parse_range(req.headers.get("range"), total)
+        if ranges and len(ranges) > 1 and not _is_slo(headers):
+            ranges = None  # as Swift: a DLO answers several ranges with the whole object
         if ranges == []:
             return Resp(416, {"content-range": f"bytes */{total}",
                               "content-type": "text/html; charset=UTF-8"},
