@@ -46,9 +46,7 @@ class CORS:
         if not origin or not req.container:
             return await self.app(req)
         resp = await self.app(req)
-        cinfo = await self.core.container_info(req.account, req.container)
-        allowed = cinfo.meta("x-container-meta-access-control-allow-origin") \
-            if cinfo.exists else ""
+        cinfo, allowed = await self._allowed_origins(req)
         if not _origin_allowed(allowed, origin):
             return resp
         h = resp.headers
@@ -66,6 +64,13 @@ class CORS:
                 h["vary"] = f"{h['vary']}, Origin" if "vary" in h else "Origin"
         return resp
 
+    async def _allowed_origins(self, req: Req):
+        """(the container's info, the origins it allows: '' when none or no container)."""
+        cinfo = await self.core.container_info(req.account, req.container)
+        allowed = cinfo.meta("x-container-meta-access-control-allow-origin") \
+            if cinfo.exists else ""
+        return cinfo, allowed
+
     async def options(self, req: Req) -> Resp:
         methods = OBJECT_METHODS if req.obj else \
             CONTAINER_METHODS if req.container else ACCOUNT_METHODS
@@ -73,9 +78,7 @@ class CORS:
         origin = req.headers.get("origin")
         if not origin or not req.container:
             return Resp(200, headers, b"")
-        cinfo = await self.core.container_info(req.account, req.container)
-        allowed = cinfo.meta("x-container-meta-access-control-allow-origin") \
-            if cinfo.exists else ""
+        cinfo, allowed = await self._allowed_origins(req)
         if not _origin_allowed(allowed, origin) or \
                 req.headers.get("access-control-request-method") not in methods:
             return Resp(401, headers, b"")
