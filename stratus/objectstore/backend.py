@@ -41,3 +41,23 @@ def trailer_md5(trailers: list | None) -> str | None:
             digest = value.decode("latin-1").strip().lower()
             return digest if len(digest) == 32 and _HEX.issuperset(digest) else None
     return None
+
+# What an object's container listing row shows instead of its own size and ETag. Kept as
+# object sysmeta, so that a POST and replication keep it, and read by the node that sends the
+# row. An SLO manifest's row shows the large object's size and the ETag
+# "<manifest md5>; slo_etag=<large object ETag>", whose parameter a listing shows as a key of
+# its own ("hash" and "slo_etag", as Swift's listings do).
+LISTING_SIZE = "x-object-sysmeta-container-update-override-size"
+LISTING_ETAG = "x-object-sysmeta-container-update-override-etag"
+
+
+def listing_etag_fields(stored: str) -> dict:
+    """A listing row's stored ETag as listing keys: ``{"hash": ...}`` plus one key per
+    ``; name=value`` parameter (``slo_etag``)."""
+    value, *params = stored.split(";")
+    fields = {"hash": value.strip()}
+    for param in params:
+        name, sep, val = param.strip().partition("=")
+        if sep and name and name != "hash":
+            fields[name] = val.strip()
+    return fields

@@ -38,7 +38,13 @@ def parse_acl(value: str) -> tuple[list[str], list[str]]:
         if not item:
             continue
         if item.startswith(".r:") or item.startswith(".referrer:"):
-            referrers.append(item.split(":", 1)[1].strip())
+            rule = item.split(":", 1)[1].strip()
+            # "*.example.com" means what ".example.com" does: any host in that domain
+            negate = rule.startswith("-")
+            host = rule[1:] if negate else rule
+            if host.startswith("*.") and len(host) > 2:
+                rule = ("-" if negate else "") + host[1:]
+            referrers.append(rule)
         elif item.startswith("."):
             if item in (".rlistings",):
                 groups.append(item)

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from .http import Req, Resp, SwiftError
+from .http import Req, Resp, SwiftError, report_body, report_type, status_line
 
 MAX_DELETES = 10000
 MAX_FAILED = 1000
@@ -62,7 +62,7 @@ class BulkDelete:
             elif status == 404:
                 not_found += 1
             else:
-                errors.append([name, _status_line(status)])
+                errors.append([name, status_line(status)])
 
         await asyncio.gather(*(delete_one(n) for n in objects))
         for name in containers:
@@ -78,25 +78,10 @@ class BulkDelete:
                 top = 403
             elif statuses == {409}:
                 top = 409
-            response_status, response_body = _status_line(top), "There were errors deleting."
+            response_status, response_body = status_line(top), "There were errors deleting."
         else:
             response_status, response_body = "200 OK", ""
-        report = {"Number Deleted": deleted, "Number Not Found": not_found,
-                  "Response Status": response_status, "Response Body": response_body,
-                  "Errors": errors}
-        accept = req.headers.get("accept", "")
-        if "json" in accept:
-            return Resp(200, {"content-type": "application/json"}, orjson.dumps(report))
-        lines = [f"{k}: {v}" for k, v in report.items() if k != "Errors"]
-        lines.append("Errors:")
-        lines += [f"{n}, {s}" for n, s in errors]
-        return Resp(200, {"content-type": "text/plain"}, ("\n".join(lines) + "\n").encode())
-
-
-def _status_line(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Error"
+        fields = {"Number Deleted": deleted, "Number Not Found": not_found,
+                  "Response Status": response_status, "Response Body": response_body}
+        ctype = report_type(req.headers.get("accept", ""))
+        return Resp(200, {"content-type": ctype}, report_body(ctype, fields, errors, "delete"))

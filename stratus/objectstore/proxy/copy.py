@@ -14,7 +14,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from .http import Req, Resp, SwiftError, split_source
-from .large import MANIFEST_OWN_TYPE
 
 COPIED_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                   "cache-control", "expires", "x-delete-at", "x-object-manifest")
@@ -64,8 +63,14 @@ class Copy:
         src_account = _account(req.headers.get("x-copy-from-account"), req.account,
                                "X-Copy-From-Account")
         query = {}
-        if req.query.get("multipart-manifest") == "get":
-            query["multipart-manifest"] = "get"
+        manifest_only = req.query.get("multipart-manifest") == "get"
+        if manifest_only:
+            # an SLO's manifest is read in the form it was written, and written again as a
+            # manifest PUT: its segments are then checked, as the caller, in the destination
+            # account, and the copy gets everything a written manifest has
+            query = {"multipart-manifest": "get", "format": "raw"}
+        if "part-number" in req.query:  # applies to the source: copies that part
+            query["part-number"] = req.query["part-number"]
         # a Range copies just those bytes of the source (one range: a multi-range answer
         # would store its multipart framing)
         source_range = req.headers.get("range")
@@ -87,17 +92,14 @@ class Copy:
             for k, v in src.headers.items():
                 if k in COPIED_HEADERS or k.startswith("x-object-meta-"):
                     headers[k] = v
-        if query.get("multipart-manifest") == "get" and \
-                src.headers.get("x-static-large-object", "").lower() == "true":
-            # copying the manifest itself: it must stay a manifest at the destination, of the
-            # large object's type (the manifest was shown to us as JSON)
-            req.env["copy_slo_manifest"] = True
-            own_type = src.headers.get(MANIFEST_OWN_TYPE)
-            if own_type and not fresh:
-                headers["content-type"] = own_type
-            for k, v in src.headers.items():
-                if k.startswith("x-object-sysmeta-slo-"):
-                    headers[k] = v
+        if not manifest_only:
+            # a DLO read whole is copied as the bytes it is now, not as another manifest
+            # (whose content would change with its segment container)
+            headers.pop("x-object-manifest", None)
+        put_query = {k: v for k, v in req.query.items()
+                     if k not in ("multipart-manifest", "part-number")}
+        if manifest_only and src.headers.get("x-static-large-object", "").lower() == "true":
+            put_query["multipart-manifest"] = "put"
         for k, v in req.headers.items():
             if k in ("x-copy-from", "x-copy-from-account", "content-length",
                      "x-fresh-metadata", "etag", "transfer-encoding", "range"):
@@ -108,12 +110,7 @@ class Copy:
             headers["content-length"] = length
         else:
             headers["transfer-encoding"] = "chunked"
-        put = Req("PUT", req.path, {k: v for k, v in req.query.items()
-                                    if k != "multipart-manifest"}, headers, src.body, req.env)
-        if req.env.get("copy_slo_manifest"):
-            sysmeta = {k: v for k, v in headers.items() if k.startswith("x-object-sysmeta-slo-")}
-            sysmeta["x-static-large-object"] = "True"
-            put.env = dict(req.env, sysmeta=sysmeta)
+        put = Req("PUT", req.path, put_query, headers, src.body, req.env)
         try:
             resp = await self.app(put)
         finally:

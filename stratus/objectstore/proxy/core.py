@@ -698,7 +698,10 @@ class Core:
         h["X-Timestamp"] = normalize_timestamp()
         await self._wait_ready()
         ring, part, nodes = self._object_nodes(req)
-        results = await self._object_fanout(ring, part, nodes, "POST", req, [h] * len(nodes))
+        # a new Content-Type shows in the container listing: the nodes send the row again
+        per_node = self._container_targets(req, nodes, h) if "content-type" in h \
+            else [h] * len(nodes)
+        results = await self._object_fanout(ring, part, nodes, "POST", req, per_node)
         status = quorum_status([r.status for r in results], ring.replicas)
         if status == 404:
             raise SwiftError(404, "The resource could not be found.")

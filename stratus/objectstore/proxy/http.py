@@ -13,8 +13,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import AsyncIterator, Callable
 from urllib.parse import parse_qsl, quote, unquote
+from xml.sax.saxutils import escape as xml_escape
+
+import orjson
 
 from stratus.common.errors import render_fault
 
@@ -95,13 +99,18 @@ class Req:
         """A subrequest made by a filter; it keeps the caller's identity (so segment reads
         are authorized as the caller) unless ``keep_auth`` is False (internal work)."""
         env = {"trans_id": self.env.get("trans_id"), "subrequest": True}
+        sub_headers = dict(headers or {})
         if keep_auth:
             for key in ("ctx", "tempurl", "authorize"):
                 if key in self.env:
                     env[key] = self.env[key]
+            # a referrer ACL (".r:") grants by the caller's Referer: segment reads and
+            # listings are judged by the same one
+            if "referer" in self.headers:
+                sub_headers.setdefault("referer", self.headers["referer"])
         else:
             env["internal"] = True
-        return Req(method, path, dict(query or {}), dict(headers or {}), body, env)
+        return Req(method, path, dict(query or {}), sub_headers, body, env)
 
     async def read_body(self, limit: int) -> bytes:
         """The whole body (bounded): 413 past ``limit`` bytes."""
@@ -157,6 +166,46 @@ def fault(status: int, message: str = "", headers: dict | None = None) -> Resp:
     h = {"content-type": ctype}
     h.update(headers or {})
     return Resp(status, h, body)
+
+
+def status_line(status: int) -> str:
+    """``404 Not Found``: a status as Swift's reports (bulk delete, manifest PUT) write it."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+def report_type(accept: str) -> str:
+    """The type of a bulk-style report for a request's Accept header (plain text unless the
+    client asks for JSON or XML)."""
+    accept = accept.lower()
+    if "json" in accept:
+        return "application/json"
+    if "xml" in accept:
+        return "application/xml"
+    return "text/plain"
+
+
+def report_body(ctype: str, fields: dict, errors: list, root_tag: str) -> bytes:
+    """A report of Swift's bulk-style operations: ``fields`` ("Response Status", ...) and
+    ``errors`` ([name, status line], ...) as JSON, XML (root ``root_tag``) or lines."""
+    if ctype == "application/json":
+        return orjson.dumps({**fields, "Errors": errors})
+    if ctype == "application/xml":
+        out = [f"<{root_tag}>\n"]
+        for key in sorted(fields):
+            tag = key.replace(" ", "_").lower()
+            out.append(f"<{tag}>{xml_escape(str(fields[key]))}</{tag}>\n")
+        out.append("<errors>\n")
+        out += [f"<object><name>{xml_escape(n)}</name><status>{xml_escape(st)}</status>"
+                "</object>\n" for n, st in errors]
+        out.append(f"</errors>\n</{root_tag}>\n")
+        return "".join(out).encode()
+    lines = [f"{key}: {fields[key]}\n" for key in sorted(fields)]
+    lines.append("Errors:\n")
+    lines += [f"{n}, {st}\n" for n, st in errors]
+    return "".join(lines).encode()
 
 
 def parse_query(query_string: bytes) -> dict[str, str]:

@@ -32,11 +32,25 @@ from urllib.parse import quote, unquote, urlencode
 
 import orjson
 
-from .http import Req, Resp, SwiftError, header_text
+from ..backend import LISTING_ETAG, LISTING_SIZE
+from .http import Req, Resp, SwiftError, header_text, report_body, report_type, status_line
 
-MANIFEST_OWN_TYPE = "x-backend-manifest-content-type"
 CONDITIONAL = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 MAX_DEPTH = 10
+HEARTBEAT_INTERVAL = 10.0  # seconds between the spaces a ?heartbeat=on manifest PUT sends
+# what Swift's reports say of these outcomes (clients compare the text)
+BAD_REQUEST_TEXT = ("Bad Request\nThe server could not comply with the request since it is "
+                    "either malformed or otherwise incorrect.")
+STATUS_TEXT = {400: BAD_REQUEST_TEXT,
+               422: "Unprocessable Entity\nUnable to process the contained instructions"}
+
+
+class ManifestRefused(SwiftError):
+    """An SLO manifest with bad segments: ``problems`` is [[segment, what is wrong], ...]."""
+
+    def __init__(self, problems: list[list[str]]):
+        super().__init__(400, "Errors:\n" + "".join(f"{n}, {p}\n" for n, p in problems))
+        self.problems = problems
 
 
 def parse_range(header: str | None, length: int):
@@ -178,6 +192,13 @@ class LargeObjects:
     # -- reading -----------------------------------------------------------------------------
     async def large_get(self, req: Req, first: Resp | None = None) -> Resp:
         """Serve an SLO or DLO (``first``: the manifest's GET/HEAD response if we have it)."""
+        part_number = None
+        if first is not None and _is_slo(first.headers):
+            try:
+                part_number = _part_number(req)
+            except SwiftError:
+                await first.discard()
+                raise
         if first is None or (req.method == "GET" and isinstance(first.body, bytes)
                              and not first.body and _is_slo(first.headers)):
             manifest_req = req.sub("GET", req.path)
@@ -186,9 +207,16 @@ class LargeObjects:
             first = await self.app(manifest_req)
             if first.status != 200:
                 return first
+            if _is_slo(first.headers):
+                part_number = _part_number(req)
         headers = dict(first.headers)
         if _is_slo(headers):
-            if req.method == "HEAD" and "x-object-sysmeta-slo-size" in headers:
+            # the manifest's own ETag (md5 of its JSON) stays visible beside the large
+            # object's, as Swift shows it
+            if headers.get("etag"):
+                headers["x-manifest-etag"] = headers["etag"].strip('"')
+            if req.method == "HEAD" and part_number is None \
+                    and "x-object-sysmeta-slo-size" in headers:
                 await first.discard()
                 segments = None
                 total = int(headers["x-object-sysmeta-slo-size"])
@@ -217,25 +245,43 @@ class LargeObjects:
         if cond is not None:
             headers.pop("content-length", None)
             return Resp(cond, headers, b"")
-        ranges = parse_range(req.headers.get("range"), total)
+        if part_number is not None:
+            # ?part-number=N: the Nth manifest entry's bytes, as a 206 of the whole object
+            headers["x-parts-count"] = str(len(segments))
+            if part_number > len(segments):
+                headers["content-range"] = f"bytes */{total}"
+                headers["content-type"] = "text/plain; charset=UTF-8"
+                body = b"" if req.method == "HEAD" else \
+                    b"The requested part number is not satisfiable"
+                headers["content-length"] = str(len(body))
+                return Resp(416, headers, body)
+            start = sum(s[3] - s[2] for s in segments[:part_number - 1])
+            end = start + segments[part_number - 1][3] - segments[part_number - 1][2]
+            ranges = [(start, end)]
+        else:
+            ranges = parse_range(req.headers.get("range"), total)
         if ranges and len(ranges) > 1 and not _is_slo(headers):
             ranges = None  # as Swift: a DLO answers several ranges with the whole object
         if ranges == []:
             return Resp(416, {"content-range": f"bytes */{total}",
                               "content-type": "text/html; charset=UTF-8"},
                         b"<html><h1>Requested Range Not Satisfiable</h1></html>")
-        if req.method == "HEAD" or segments is None:
+        if segments is None or (req.method == "HEAD" and part_number is None):
             headers["content-length"] = str(total)
             return Resp(200, headers, b"")
         depth = req.env.get("lo_depth", 0) + 1
         if ranges is None:
             headers["content-length"] = str(total)
-            return Resp(200, headers, self._stream(req, segments, 0, total, depth))
+            body = await _started(self._stream(req, segments, 0, total, depth))
+            return Resp(200, headers, body)
         if len(ranges) == 1:
             start, end = ranges[0]
             headers["content-length"] = str(end - start)
             headers["content-range"] = f"bytes {start}-{end - 1}/{total}"
-            return Resp(206, headers, self._stream(req, segments, start, end, depth))
+            if req.method == "HEAD":  # a part-number HEAD: the part's length, as a 206
+                return Resp(206, headers, b"")
+            body = await _started(self._stream(req, segments, start, end, depth))
+            return Resp(206, headers, body)
         boundary = uuid.uuid4().hex
         ctype = headers.get("content-type", "application/octet-stream")
         parts = []
@@ -252,13 +298,16 @@ class LargeObjects:
 
         async def multipart():
             for head, start, end in parts:
-                yield head
+                # a part's head goes out with its first bytes, so that a segment which
+                # cannot be read is found before the answer starts (see _started)
                 async for chunk in self._stream(req, segments, start, end, depth):
+                    if head:
+                        chunk, head = head + chunk, b""
                     yield chunk
                 yield b"\r\n"
             yield tail
 
-        return Resp(206, headers, multipart())
+        return Resp(206, headers, await _started(multipart()))
 
     async def _stream(self, req: Req, segments, start: int, end: int, depth: int):
         """Bytes [start, end) of the concatenation of ``segments``
@@ -283,7 +332,15 @@ class LargeObjects:
             sub = req.sub("GET", f"/{req.version}/{req.account}/{container}/{obj}",
                           headers=headers)
             sub.env["lo_depth"] = depth
-            resp = await self(sub)
+            try:
+                resp = await self(sub)
+            except SwiftError as exc:
+                if exc.status not in (401, 403, 404):
+                    raise
+                # refused to the caller or gone: the large object cannot be served whole
+                raise SwiftError(409, f"Segment {container}/{obj} could not be read "
+                                      f"({exc.status}); the large object is incomplete") \
+                    from None
             if resp.status not in (200, 206):
                 await resp.discard()
                 raise SwiftError(409, f"Segment {container}/{obj} could not be read "
@@ -343,14 +400,14 @@ class LargeObjects:
         resp = await self.app(req)
         if resp.status != 200 or not _is_slo(resp.headers):
             return resp
-        # the manifest is shown as JSON; the large object's own type stays known (hidden
-        # from clients) so that a copy of the manifest keeps it
-        resp.headers[MANIFEST_OWN_TYPE] = resp.headers.get("content-type", "")
-        resp.headers["content-type"] = "application/json; charset=utf-8"
+        own_type = resp.headers.get("content-type", "application/octet-stream")
+        raw_format = req.query.get("format") == "raw"
+        if not raw_format:
+            resp.headers["content-type"] = "application/json; charset=utf-8"
         if req.method == "HEAD":
             return resp
         raw = await _read_bounded(resp, self.max_manifest_size + 65536)
-        if req.query.get("format") == "raw":
+        if raw_format:
             manifest = orjson.loads(raw)
             out = []
             for seg in manifest:
@@ -362,7 +419,10 @@ class LargeObjects:
                     item["range"] = seg["range"]
                 out.append(item)
             raw = orjson.dumps(out)
-            resp.headers.pop("etag", None)
+            # the PUT format, typed as the large object (what a client sent on its PUT, so
+            # that it can be sent back as it is), with the ETag of these very bytes
+            resp.headers["etag"] = hashlib.md5(raw).hexdigest()
+            resp.headers["content-type"] = own_type
         resp.headers["content-length"] = str(len(raw))
         resp.body = raw
         return resp
@@ -380,63 +440,116 @@ class LargeObjects:
         if sum(1 for seg in doc if not (isinstance(seg, dict) and "data" in seg)) \
                 > self.max_segments:
             raise SwiftError(400, f"Too many segments: the limit is {self.max_segments}")
-        errors: list[str] = []
+        if req.query.get("heartbeat", "").lower() not in ("on", "true", "1", "yes"):
+            try:
+                return await self.store_manifest(req, doc)
+            except ManifestRefused as exc:
+                ctype = report_type(req.headers.get("accept", ""))
+                return Resp(400, {"content-type": ctype},
+                            report_body(ctype, {}, exc.problems, "upload"))
+        return self.heartbeat_put(req, doc)
+
+    def heartbeat_put(self, req: Req, doc: list) -> Resp:
+        """``?heartbeat=on``: answer 202 at once and send a space every few seconds while the
+        segments are checked (a large manifest can take longer than a client waits for a
+        status), then the outcome as a report in the body, as Swift does."""
+        ctype = report_type(req.headers.get("accept", ""))
+
+        async def report():
+            yield b" "
+            work = asyncio.ensure_future(self.store_manifest(req, doc))
+            try:
+                while not (await asyncio.wait({work}, timeout=HEARTBEAT_INTERVAL))[0]:
+                    yield b" "
+            finally:
+                if not work.done():
+                    work.cancel()
+            problems: list = []
+            try:
+                resp = work.result()
+            except ManifestRefused as exc:
+                problems = exc.problems
+                fields = {"Response Status": status_line(400),
+                          "Response Body": BAD_REQUEST_TEXT}
+            except SwiftError as exc:
+                fields = {"Response Status": status_line(exc.status),
+                          "Response Body": STATUS_TEXT.get(exc.status, exc.message)}
+            else:
+                fields = {"Response Status": status_line(resp.status), "Response Body": ""}
+                if resp.status // 100 == 2:
+                    fields["Etag"] = resp.headers.get("etag", "")
+                    fields["Last Modified"] = resp.headers.get("last-modified", "")
+                else:
+                    fields["Response Body"] = (await resp.read()).decode("utf-8", "replace")
+            yield b"\r\n\r\n" + report_body(ctype, fields, problems, "upload")
+
+        return Resp(202, {"content-type": ctype}, report())
+
+    async def store_manifest(self, req: Req, doc: list) -> Resp:
+        """Check every segment of an SLO manifest (as the caller) and store it; raises
+        :class:`ManifestRefused` listing what is wrong with which segment."""
+        errors: list[list[str]] = []
         sem = asyncio.Semaphore(8)
 
         async def check(index: int, seg) -> dict | None:
             if isinstance(seg, dict) and "data" in seg:
                 if set(seg) != {"data"}:
-                    errors.append(f"Index {index}: an inline data segment has only \"data\"")
+                    errors.append([f"Index {index}", "an inline data segment has only "
+                                                     "\"data\""])
                     return None
                 raw_data = _inline_data(seg["data"])
                 if raw_data is None:
-                    errors.append(f"Index {index}: data must be valid base64")
+                    errors.append([f"Index {index}", "data must be valid base64"])
                     return None
                 if not raw_data:
-                    errors.append(f"Index {index}: too small; each segment must be at "
-                                  "least 1 byte.")
+                    errors.append([f"Index {index}", "too small; each segment must be at "
+                                                     "least 1 byte."])
                     return None
                 return {"data": base64.b64encode(raw_data).decode("ascii")}
             if not isinstance(seg, dict) or not isinstance(seg.get("path"), str):
-                errors.append(f"Index {index}: segment must be an object with a string path")
+                errors.append([f"Index {index}", "segment must be an object with a string "
+                                                 "path"])
                 return None
             unknown = set(seg) - {"path", "etag", "size_bytes", "range"}
             if unknown:
-                errors.append(f"Index {index}: unknown keys {sorted(unknown)}")
+                errors.append([f"Index {index}", f"unknown keys {sorted(unknown)}"])
                 return None
-            path = unquote(seg["path"]) if "%" in seg["path"] else seg["path"]
-            container, _, obj = path.lstrip("/").partition("/")
+            # the path is the segment's name as it is, not URL-encoded: an object may
+            # well be called "a%ffb"
+            shown = quote(seg["path"].lstrip("/"))
+            container, _, obj = seg["path"].lstrip("/").partition("/")
             if not container or not obj:
-                errors.append(f"Index {index}: path must be /container/object")
+                errors.append([f"Index {index}", "path must be /container/object"])
                 return None
             if (container, obj) == (req.container, req.obj):
                 # it would read itself (and overwrite the segment it names)
-                errors.append(f"Index {index}: manifest must not include itself as a segment")
+                errors.append([f"Index {index}", "manifest must not include itself as a "
+                                                 "segment"])
                 return None
             sub = req.sub("HEAD", f"/{req.version}/{req.account}/{container}/{obj}")
             async with sem:
                 try:
                     head = await self(sub)
                 except SwiftError as exc:
-                    errors.append(f"/{container}/{obj}, {exc.status}")
+                    errors.append([shown, status_line(exc.status)])
                     return None
             if head.status != 200:
-                errors.append(f"/{container}/{obj}, {head.status}")
+                errors.append([shown, status_line(head.status)])
                 return None
             size = int(head.headers.get("content-length", "0"))
             etag = head.headers.get("etag", "").strip('"')
             want_etag = seg.get("etag")
             if want_etag and want_etag.strip('"') != etag:
-                errors.append(f"/{container}/{obj}, Etag Mismatch")
+                errors.append([shown, "Etag Mismatch"])
                 return None
             want_size = seg.get("size_bytes")
             if want_size is not None:
                 try:
                     if int(want_size) != size:
-                        errors.append(f"/{container}/{obj}, Size Mismatch")
+                        errors.append([shown, "Size Mismatch"])
                         return None
                 except (TypeError, ValueError):
-                    errors.append(f"Index {index}: size_bytes must be an integer")
+                    errors.append([f"Index {index}", "size_bytes must be an integer"])
                     return None
             item = {"name": f"/{container}/{obj}", "bytes": size, "hash": etag,
                     "content_type": head.headers.get("content-type", ""),
@@ -447,7 +560,7 @@ class LargeObjects:
             if rng:
                 parsed = parse_range(f"bytes={rng}", size)
                 if not parsed or len(parsed) != 1:
-                    errors.append(f"/{container}/{obj}, Unsatisfiable Range")
+                    errors.append([shown, "Unsatisfiable Range"])
                     return None
                 start, end = parsed[0]
                 item["range"] = f"{start}-{end - 1}"
@@ -455,10 +568,10 @@ class LargeObjects:
 
         items = await asyncio.gather(*(check(i, s) for i, s in enumerate(doc)))
         if not errors and all("data" in item for item in items):
-            errors.append("Inline data segments require at least one object-backed segment.")
+            errors.append(["Manifest", "Inline data segments require at least one "
+                                       "object-backed segment."])
         if errors:
-            body = "Errors:\n" + "\n".join(errors) + "\n"
-            raise SwiftError(400, body)
+            raise ManifestRefused(errors)
         total = 0
         for item in items:
             if "data" in item:
@@ -478,9 +591,13 @@ class LargeObjects:
                    if k not in ("etag", "content-length", "transfer-encoding")}
         headers["content-length"] = str(len(body))
         env = dict(req.env)
+        # the container listing shows the large object's size, and its ETag beside the
+        # manifest's own (as Swift does: "hash" and "slo_etag")
         env["sysmeta"] = {"x-static-large-object": "True",
                           "x-object-sysmeta-slo-etag": etag,
-                          "x-object-sysmeta-slo-size": str(total)}
+                          "x-object-sysmeta-slo-size": str(total),
+                          LISTING_SIZE: str(total),
+                          LISTING_ETAG: f'{hashlib.md5(body).hexdigest()}; slo_etag="{etag}"'}
         put = Req("PUT", req.path, {}, headers, body, env)
         resp = await self.app(put)
         if resp.status == 201:
@@ -544,6 +661,46 @@ class LargeObjects:
         text = "".join(f"{k}: {v}\n" for k, v in report.items() if k != "Errors")
         text += "Errors:\n" + "".join(f"{n}, {s}\n" for n, s in errors)
         return Resp(200, {"content-type": "text/plain"}, text.encode())
+
+
+async def _started(body):
+    """``body`` with its first chunk already read: a large object whose first segment cannot
+    be read (gone, or refused to the caller) is then answered with an error status (409, as
+    Swift does) instead of a 200 cut short."""
+    try:
+        first = await body.__anext__()
+    except StopAsyncIteration:
+        return b""
+    except BaseException:
+        await body.aclose()
+        raise
+
+    async def rest():
+        try:
+            yield first
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()
+
+    return rest()
+
+
+def _part_number(req: Req) -> int | None:
+    """The request's ``?part-number=`` (1-based), or None; 400 when it is not a positive
+    integer or comes with a Range (one selects bytes, the other a manifest entry)."""
+    raw = req.query.get("part-number")
+    if raw is None:
+        return None
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise SwiftError(400, "Part number must be an integer greater than 0")
+    if "range" in req.headers:
+        raise SwiftError(400, "Range requests are not supported with part number queries")
+    return number
 
 
 def _is_slo(headers: dict) -> bool:

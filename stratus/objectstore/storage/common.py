@@ -42,6 +42,27 @@ def http_date(ts: float) -> str:
 _second_prefixes: dict[str, str] = {}
 
 
+def row_timestamp(data_ts: str, changed_ts: str | None = None) -> str:
+    """A container listing row's timestamp. A POST that changes an object's Content-Type
+    sends the object's row again as ``<data timestamp>+<POST timestamp>``: rows are merged
+    newest-wins by comparing these strings, and (timestamps being fixed-width) that orders
+    them by the data first, so the row a POST sends from a replica that still holds older
+    data never hides a newer PUT's, and then by the POST."""
+    return data_ts if changed_ts is None else f"{data_ts}+{changed_ts}"
+
+
+def valid_row_timestamp(raw: str | None) -> str | None:
+    """A row timestamp (see :func:`row_timestamp`) normalized, or None if it is not one."""
+    if raw is None:
+        return None
+    data, sep, changed = raw.partition("+")
+    data = valid_timestamp(data)
+    if not sep or data is None:
+        return data
+    changed = valid_timestamp(changed)
+    return None if changed is None else row_timestamp(data, changed)
+
+
 def iso_date(ts: str | float) -> str:
     """Listing ``last_modified`` format: 2024-01-01T00:00:00.123450
 

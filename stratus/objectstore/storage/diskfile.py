@@ -421,8 +421,12 @@ class ObjectReader:
                 r.close()  # the body's descriptor, if it was kept open
                 raise
             if mmeta is not None:
-                r.headers = {k: v for k, v in r.headers.items() if not is_post_replaced(k)}
-                r.headers.update(mmeta.get("headers", {}))
+                posted = mmeta.get("headers", {})
+                # a POST replaces the metadata it may set, except that one without a
+                # Content-Type leaves the object's type as it was
+                r.headers = {k: v for k, v in r.headers.items() if not is_post_replaced(k)
+                             or (k == "content-type" and k not in posted)}
+                r.headers.update(posted)
                 r.meta_timestamp = mmeta.get("ts")
         return r
 

@@ -23,11 +23,12 @@ import msgpack
 from ..httpclient import HttpClient
 from ..ring import Ring, RingCache, RingError
 from . import diskfile
-from ..backend import (MD5_TRAILER, MD5_TRAILER_REQUEST, MULTIPART_BOUNDARY, OBJ_CONTENT_LENGTH,
-                       trailer_md5, valid_boundary)
+from ..backend import (LISTING_ETAG, LISTING_SIZE, MD5_TRAILER, MD5_TRAILER_REQUEST,
+                       MULTIPART_BOUNDARY, OBJ_CONTENT_LENGTH, listing_etag_fields, trailer_md5,
+                       valid_boundary)
 from .common import (BadRequest, NodeRequest, http_date, iso_date, normalize_timestamp,
                      parse_request, read_body, send_error, send_json, send_response,
-                     split_hosts, valid_timestamp)
+                     row_timestamp, split_hosts, valid_row_timestamp, valid_timestamp)
 from .db import AccountBroker, Broker, ContainerBroker, DatabaseError, db_path
 from .diskfile import DiskFileCorrupt, ObjectReader, ObjectWriter
 from .durable import GroupSync
@@ -645,10 +646,12 @@ class StorageNode:
             size = content_length if content_length is not None else None
             if size is None:
                 size = await self.run_blocking(_data_length, datadir, ts)
+            stored = meta["headers"]
             update = self._container_update(
                 req, hash_hex, ts, "PUT",
-                {"X-Size": str(size), "X-Content-Type": meta["headers"]["content-type"],
-                 "X-Etag": etag})
+                {"X-Size": stored.get(LISTING_SIZE, str(size)),
+                 "X-Content-Type": stored["content-type"],
+                 "X-Etag": stored.get(LISTING_ETAG, etag)})
         await self._durable_and_listed(durability, update)
         if delete_at is not None:
             await self.run_blocking(self._add_expiring, req, delete_at, hash_hex)
@@ -1076,12 +1079,23 @@ class StorageNode:
 
         group = self.config.group_sync
 
+        listed = {}  # what the object's listing row shows, if this POST changes its type
+
         def write_meta(nowait=False):
             try:
                 reader = ObjectReader.open(datadir, nowait)
             except DiskFileCorrupt:
                 return "missing", None
             try:
+                if replicated is None and reader.timestamp is not None:
+                    stored = reader.headers
+                    if "content-type" not in meta["headers"] and "content-type" in stored:
+                        # the newest .meta is the only one read: it carries the type that
+                        # an earlier POST may have set, which a POST without one keeps
+                        meta["headers"]["content-type"] = stored["content-type"]
+                    listed.update(ts=reader.timestamp, size=stored.get(LISTING_SIZE,
+                                                                       str(reader.body_len)),
+                                  etag=stored.get(LISTING_ETAG, reader.etag))
                 if replicated is None and (reader.timestamp is None or reader.deleted):
                     return "missing", None
                 expires = reader.headers.get("x-delete-at")
@@ -1113,6 +1127,12 @@ class StorageNode:
             return
         if delete_at is not None:
             await self.run_blocking(self._add_expiring, req, delete_at, hash_hex)
+        if replicated is None and "content-type" in req.headers and listed:
+            # the listing shows the new type; the row keeps the data's size and ETag
+            await self._container_update(
+                req, hash_hex, row_timestamp(listed["ts"], ts), "PUT",
+                {"X-Size": listed["size"], "X-Content-Type": req.headers["content-type"],
+                 "X-Etag": listed["etag"]})
         await send_response(send, 202, [("x-backend-timestamp", ts)])
 
     async def replicate_objects(self, req, receive, send):
@@ -1247,7 +1267,9 @@ class StorageNode:
 
     async def container_row_update(self, req, send):
         """PUT/DELETE /dev/part/a/c/o from an object server (X-Backend-Server-Type: container)."""
-        ts = self.request_timestamp(req)
+        ts = valid_row_timestamp(req.headers.get("x-timestamp"))
+        if ts is None:
+            raise BadRequest(400, f"missing or bad X-Timestamp {req.headers.get('x-timestamp')!r}")
         hash_hex, entry = self.db_entry(req, "container")
         if req.method == "PUT":
             try:
@@ -1270,7 +1292,7 @@ class StorageNode:
         body = await read_body(receive, 64 << 20)
         try:
             raw = msgpack.unpackb(body)
-            rows = [(str(r[0]), valid_timestamp(str(r[1])), int(r[2]), str(r[3]), str(r[4]),
+            rows = [(str(r[0]), valid_row_timestamp(str(r[1])), int(r[2]), str(r[3]), str(r[4]),
                      1 if r[5] else 0) for r in raw]
         except Exception:
             raise BadRequest(400, "row batch must be a msgpack list of "
@@ -1394,7 +1416,10 @@ class StorageNode:
         if kind == "container":
             items = [{"subdir": r[1]} if r[0] == "subdir" else
                      {"name": r[0], "hash": r[4], "bytes": r[2], "content_type": r[3],
-                      "last_modified": iso_date(r[1])} for r in rows]
+                      "last_modified": iso_date(r[1][-16:])} if ";" not in r[4] else
+                     {"name": r[0], **listing_etag_fields(r[4]), "bytes": r[2],
+                      "content_type": r[3], "last_modified": iso_date(r[1][-16:])}
+                     for r in rows]
         else:
             items = [{"subdir": r[1]} if r[0] == "subdir" else
                      {"name": r[0], "count": r[1], "bytes": r[2],

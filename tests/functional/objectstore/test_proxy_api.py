@@ -248,6 +248,203 @@ def test_dlo_etag_and_content(demo, cont):
     assert r.status_code == 200 and r.content == b"".join(parts)
 
 
+def _slo_of_letters(demo, cont, letters="abc", size=1000):
+    """Segments of ``size`` bytes of each letter and an SLO ``big`` over them: its manifest."""
+    manifest = []
+    for ch in letters:
+        body = ch.encode() * size
+        etag = demo.request("PUT", f"/{cont}/seg-{ch}", content=body).headers["etag"]
+        manifest.append({"path": f"/{cont}/seg-{ch}", "etag": etag, "size_bytes": size})
+    r = demo.request("PUT", f"/{cont}/big?multipart-manifest=put",
+                     content=orjson.dumps(manifest))
+    assert r.status_code == 201, r.text
+    return manifest
+
+
+def test_slo_part_number_reads_one_manifest_entry(demo, cont):
+    _slo_of_letters(demo, cont)
+    whole = demo.request("HEAD", f"/{cont}/big")
+    for n, ch in enumerate("abc", start=1):
+        r = demo.request("GET", f"/{cont}/big?part-number={n}")
+        assert r.status_code == 206 and r.content == ch.encode() * 1000
+        assert r.headers["content-range"] == f"bytes {(n - 1) * 1000}-{n * 1000 - 1}/3000"
+        assert r.headers["x-parts-count"] == "3" and r.headers["etag"] == whole.headers["etag"]
+        h = demo.request("HEAD", f"/{cont}/big?part-number={n}")
+        assert h.status_code == 206 and h.headers["content-length"] == "1000"
+    # the manifest's own ETag is shown beside the large object's
+    manifest_md5 = hashlib.md5(demo.request(
+        "GET", f"/{cont}/big?multipart-manifest=get").content).hexdigest()
+    assert whole.headers["x-manifest-etag"] == manifest_md5
+    for bad in ("0", "-1", "one"):
+        r = demo.request("GET", f"/{cont}/big?part-number={bad}")
+        assert r.status_code == 400 and r.text == "Part number must be an integer greater than 0"
+    r = demo.request("GET", f"/{cont}/big?part-number=1", headers={"Range": "bytes=0-1"})
+    assert r.status_code == 400 and "not supported with part number" in r.text
+    r = demo.request("GET", f"/{cont}/big?part-number=4")
+    assert r.status_code == 416 and r.headers["content-range"] == "bytes */3000"
+    assert r.text == "The requested part number is not satisfiable"
+    # a copy takes the part the source query names; a plain object ignores part-number
+    r = demo.request("PUT", f"/{cont}/second?part-number=2", content=b"",
+                     headers={"X-Copy-From": f"{cont}/big"})
+    assert r.status_code == 201
+    assert demo.request("GET", f"/{cont}/second").content == b"b" * 1000
+    assert demo.request("GET", f"/{cont}/seg-a?part-number=9").status_code == 200
+
+
+def test_slo_listing_shows_large_object_size_and_both_etags(demo, cont):
+    _slo_of_letters(demo, cont)
+    manifest_md5 = demo.request("HEAD", f"/{cont}/big?multipart-manifest=get").headers["etag"]
+    slo_etag = demo.request("HEAD", f"/{cont}/big").headers["etag"]
+
+    def row():
+        listing = demo.request("GET", f"/{cont}?format=json").json()
+        return next(item for item in listing if item["name"] == "big")
+
+    item = row()
+    assert item["bytes"] == 3000 and item["hash"] == manifest_md5
+    assert item["slo_etag"] == slo_etag
+    # a POST with a new type shows in the listing; one without keeps the type
+    assert demo.request("POST", f"/{cont}/big", headers={
+        "Content-Type": "image/jpeg"}).status_code == 202
+    item = row()
+    assert item["content_type"] == "image/jpeg" and item["bytes"] == 3000
+    assert item["hash"] == manifest_md5 and item["slo_etag"] == slo_etag
+    assert demo.request("POST", f"/{cont}/big", headers={
+        "X-Object-Meta-Color": "blue"}).status_code == 202
+    h = demo.request("HEAD", f"/{cont}/big")
+    assert h.headers["content-type"] == "image/jpeg" and h.headers["x-object-meta-color"] == "blue"
+    assert row()["content_type"] == "image/jpeg"
+    # plain objects are listed as they are
+    plain = next(i for i in demo.request("GET", f"/{cont}?format=json").json()
+                 if i["name"] == "seg-a")
+    assert plain["bytes"] == 1000 and "slo_etag" not in plain
+
+
+def test_slo_raw_manifest_copy_checks_segments_in_the_destination(oscloud, demo, cont):
+    manifest = _slo_of_letters(demo, cont, "ab")
+    raw = demo.request("GET", f"/{cont}/big?multipart-manifest=get&format=raw")
+    assert raw.headers["etag"] == hashlib.md5(raw.content).hexdigest()
+    assert raw.headers["content-type"] == "application/octet-stream"  # the large object's
+    assert [m["path"] for m in raw.json()] == [m["path"] for m in manifest]
+    # copying the manifest within the account: still a manifest, listed as the large object
+    r = demo.request("COPY", f"/{cont}/big?multipart-manifest=get",
+                     headers={"Destination": f"{cont}/big-copy"})
+    assert r.status_code == 201
+    assert demo.request("GET", f"/{cont}/big-copy").content == b"a" * 1000 + b"b" * 1000
+    listed = {i["name"]: i for i in demo.request("GET", f"/{cont}?format=json").json()}
+    assert listed["big-copy"]["bytes"] == 2000
+    # into another account: its segments are looked up there, as the caller
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    other = Account(oscloud, token, project_id)
+    try:
+        assert other.request("PUT", "/dest", headers={
+            "X-Container-Write": f"{demo.project_id}:*"}).status_code == 201
+        dest = {"Destination": "dest/m", "Destination-Account": f"AUTH_{project_id}"}
+        r = demo.request("COPY", f"/{cont}/big?multipart-manifest=get", headers=dest)
+        assert r.status_code == 400 and r.text.count("403 Forbidden") == 2, r.text
+        assert other.request("PUT", f"/{cont}", headers={
+            "X-Container-Read": f"{demo.project_id}:*"}).status_code == 201
+        r = demo.request("COPY", f"/{cont}/big?multipart-manifest=get", headers=dest)
+        assert r.status_code == 400 and r.text.count("404 Not Found") == 2, r.text
+        for ch in "ab":
+            other.request("PUT", f"/{cont}/seg-{ch}", content=ch.encode() * 1000)
+        r = demo.request("COPY", f"/{cont}/big?multipart-manifest=get", headers=dest)
+        assert r.status_code == 201
+        assert other.request("GET", "/dest/m").content == b"a" * 1000 + b"b" * 1000
+    finally:
+        other.close()
+
+
+def test_slo_segment_names_are_taken_as_written(demo, cont):
+    assert demo.request("PUT", f"/{cont}/{quote('seg_%ff_odd')}", content=b"z" * 10).status_code == 201
+    r = demo.request("PUT", f"/{cont}/odd?multipart-manifest=put",
+                     json=[{"path": f"/{cont}/seg_%ff_odd"}])
+    assert r.status_code == 201, r.text
+    assert demo.request("GET", f"/{cont}/odd").content == b"z" * 10
+    r = demo.request("PUT", f"/{cont}/nope?multipart-manifest=put",
+                     json=[{"path": "no-such/segment"}])
+    assert r.status_code == 400 and r.text == "Errors:\nno-such/segment, 404 Not Found\n"
+    r = demo.request("PUT", f"/{cont}/nope?multipart-manifest=put",
+                     json=[{"path": "no-such/segment"}], headers={"Accept": "application/json"})
+    assert r.status_code == 400 and r.json() == {"Errors": [["no-such/segment", "404 Not Found"]]}
+
+
+def test_slo_put_with_heartbeat_reports_in_the_body(demo, cont):
+    manifest = _slo_of_letters(demo, cont, "ab")
+    r = demo.request("PUT", f"/{cont}/hb?multipart-manifest=put&heartbeat=on", json=manifest,
+                     headers={"Accept": "application/json"})
+    assert r.status_code == 202
+    head, sep, report = r.content.partition(b"\r\n\r\n")
+    assert sep and not head.strip()
+    doc = orjson.loads(report)
+    assert doc["Response Status"] == "201 Created" and doc["Errors"] == []
+    assert doc["Etag"] == demo.request("HEAD", f"/{cont}/hb").headers["etag"]
+    r = demo.request("PUT", f"/{cont}/hb2?multipart-manifest=put&heartbeat=on",
+                     json=manifest + [{"path": "no-such/segment"}])
+    assert r.status_code == 202
+    lines = r.text.split("\r\n\r\n", 1)[1].split("\n")
+    assert "Response Status: 400 Bad Request" in lines
+    assert lines[-3:] == ["Errors:", "no-such/segment, 404 Not Found", ""]
+    assert demo.request("HEAD", f"/{cont}/hb2").status_code == 404
+    r = demo.request("PUT", f"/{cont}/hb3?multipart-manifest=put&heartbeat=on", json=manifest,
+                     headers={"ETag": "0" * 32})
+    assert "Response Status: 422 Unprocessable Entity" in r.text
+
+
+def test_referrer_acl_covers_segments_only_where_granted(oscloud, demo, cont):
+    """A referrer ACL on the manifest's container alone lets the manifest be read, not the
+    segments in another container (409 for an SLO; a DLO's listing there is refused)."""
+    segs = f"{cont}-segs"
+    assert demo.request("PUT", f"/{segs}").status_code == 201
+    manifest = []
+    for ch in "xy":
+        etag = demo.request("PUT", f"/{segs}/p-{ch}", content=ch.encode() * 100).headers["etag"]
+        manifest.append({"path": f"/{segs}/p-{ch}", "etag": etag})
+    assert demo.request("PUT", f"/{cont}/slo?multipart-manifest=put",
+                        json=manifest).status_code == 201
+    assert demo.request("PUT", f"/{cont}/dlo", content=b"",
+                        headers={"X-Object-Manifest": f"{segs}/p-"}).status_code == 201
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    stranger = Account(oscloud, token, project_id)
+    stranger.url = demo.url
+    acl = {"X-Container-Read": ".r:*.example.com,.rlistings"}
+    referred = {"Referer": "http://blah.example.com/page"}
+    try:
+        assert stranger.request("GET", f"/{cont}/slo", headers=referred).status_code == 403
+        assert demo.request("POST", f"/{cont}", headers=acl).status_code == 204
+        assert stranger.request("GET", f"/{cont}/slo", headers=referred).status_code == 409
+        assert stranger.request("GET", f"/{cont}/dlo", headers=referred).status_code == 403
+        # another referrer is not in the domain
+        assert stranger.request("GET", f"/{cont}/slo", headers={
+            "Referer": "http://example.org/"}).status_code == 403
+        assert demo.request("POST", f"/{segs}", headers=acl).status_code == 204
+        expected = b"x" * 100 + b"y" * 100
+        assert stranger.request("GET", f"/{cont}/slo", headers=referred).content == expected
+        assert stranger.request("GET", f"/{cont}/dlo", headers=referred).content == expected
+        assert stranger.request("GET", f"/{cont}/slo").status_code == 403  # no Referer
+    finally:
+        stranger.close()
+
+
+def test_copy_of_a_dlo_is_its_content_now(demo, cont):
+    demo.request("PUT", f"/{cont}/parts/1", content=b"one-")
+    demo.request("PUT", f"/{cont}/dlo", content=b"",
+                 headers={"X-Object-Manifest": f"{cont}/parts/"})
+    demo.request("PUT", f"/{cont}/parts/2", content=b"two")
+    r = demo.request("COPY", f"/{cont}/dlo", headers={"Destination": f"{cont}/flat"})
+    assert r.status_code == 201
+    demo.request("DELETE", f"/{cont}/parts/2")
+    flat = demo.request("GET", f"/{cont}/flat")
+    assert flat.content == b"one-two" and "x-object-manifest" not in flat.headers
+    # with ?multipart-manifest=get the manifest itself is copied
+    r = demo.request("COPY", f"/{cont}/dlo?multipart-manifest=get",
+                     headers={"Destination": f"{cont}/dlo2"})
+    assert r.status_code == 201
+    assert demo.request("HEAD", f"/{cont}/dlo2").headers["x-object-manifest"] == f"{cont}/parts/"
+
+
 def test_bulk_delete(demo, cont):
     for n in ("a", "b c", "d"):
         demo.request("PUT", f"/{cont}/{n}", content=b"x")

@@ -83,7 +83,14 @@ def test_meta_file_overrides_user_metadata_only(dev):
     write_object(dev, 1, HASH, b"", ts(2), ext=diskfile.META,
                  headers={"x-object-meta-new": "2"})
     r = ObjectReader.open(datadir)
-    assert r.headers == {"x-object-sysmeta-keep": "k", "x-object-meta-new": "2"}
+    # user metadata is replaced; a .meta without a Content-Type leaves the object's type
+    assert r.headers == {"content-type": "a/b", "x-object-sysmeta-keep": "k",
+                         "x-object-meta-new": "2"}
+    r.close()
+    write_object(dev, 1, HASH, b"", ts(3), ext=diskfile.META,
+                 headers={"content-type": "c/d"})
+    r = ObjectReader.open(datadir)
+    assert r.headers == {"content-type": "c/d", "x-object-sysmeta-keep": "k"}
     r.close()
 
 
