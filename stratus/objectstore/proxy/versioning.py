@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from .http import Req, Resp, SwiftError
+from .http import Req, Resp, SwiftError, header_text
 
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                 "cache-control", "expires", "x-delete-at", "x-object-manifest")
@@ -70,7 +70,8 @@ class VersionedWrites:
                 h["x-remove-" + name[2:]] = "1"
                 del h[name]
                 continue
-            target = unquote(value)
+            # a name sent unquoted arrives as its UTF-8 bytes read as latin-1
+            target = unquote(header_text(value))
             if "/" in target.strip("/") or not target.strip("/"):
                 raise SwiftError(400, f"{name.title()} must name a container in this account")
             if target.strip("/") == req.container:
@@ -78,6 +79,10 @@ class VersionedWrites:
             # kept percent-encoded: a header value goes to the nodes as bytes, and a name
             # may hold any Unicode (it is unquoted again where it is used)
             h[name] = quote(target.strip("/"), safe="")
+            # setting a location wins over removing one in the same request (as in Swift);
+            # the other mode's location is cleared, a container has one mode at a time
+            h.pop("x-remove-versions-location", None)
+            h.pop("x-remove-history-location", None)
             other = "x-history-location" if name == "x-versions-location" else "x-versions-location"
             h["x-remove-" + other[2:]] = "1"
 

@@ -709,3 +709,22 @@ def test_versions_location_naming_a_unicode_container(demo, cont):
     listed = demo.request("GET", f"/{quote(archive)}?format=json").json()
     assert len(listed) == 1
     assert demo.request("GET", f"/{cont}/v").content == b"two"
+
+
+def _archive_listing(account, archive):
+    return account.request("GET", f"/{quote(archive)}?format=json").json()
+
+
+def test_versions_location_sent_as_utf8_and_set_wins_over_remove(demo, cont):
+    archive = f"{cont}-arch☃"
+    assert demo.request("PUT", f"/{quote(archive)}").status_code == 201
+    # the name unquoted, as its UTF-8 bytes; a removal in the same request does not undo it,
+    # whichever comes first
+    r = demo.request("POST", f"/{cont}", headers={"X-Versions-Location": archive.encode(),
+                                                  "X-Remove-Versions-Location": "x"})
+    assert r.status_code == 204
+    assert demo.request("HEAD", f"/{cont}").headers["x-versions-location"] == quote(archive)
+    for body in (b"one", b"two"):
+        assert demo.request("PUT", f"/{cont}/v", content=body).status_code == 201
+    listed = _archive_listing(demo, archive)
+    assert len(listed) == 1 and listed[0]["name"].startswith("001v/")
