@@ -7,8 +7,10 @@ container as ``<3 hex digits: length of name><name>/<timestamp>``.
 * DELETE, stack mode: the newest archived version is restored in place and removed from the
   archive; with no archived version the object is simply deleted.
 
-Archive copies are raw (a large object's manifest is archived, not its content) and are made as
-the caller, so the caller needs write access to the archive container, as in Swift.
+Only a caller who may write the versioned container gets this far; the archive reads and
+writes are then the proxy's own (as in Swift), so a user granted writes on the versioned
+container by its ACL is versioned too, without any right on the archive container. Archive
+copies are raw: a large object's manifest is archived, not its content.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "cont
 
 def archive_prefix(obj: str) -> str:
     return "%03x%s/" % (len(obj.encode("utf-8", "surrogateescape")), obj)
+
+
+def archive_failure(status: int, what: str) -> SwiftError:
+    """A failed archive step: the client's write is refused before anything changes.
+    A 4xx there means the archive container is missing or refuses the write (412, as Swift
+    answers), anything else that the version could not be kept (503)."""
+    if 400 <= status < 500:
+        return SwiftError(412, f"{what}: the archive container is missing or refused it")
+    return SwiftError(503, f"{what}: a storage node did not answer")
 
 
 class VersionedWrites:
@@ -46,7 +57,9 @@ class VersionedWrites:
         location = history or stack
         if not location or req.query.get("multipart-manifest") == "delete":
             return await self.app(req)
-        self.core.authorize(req, cinfo)  # archive only for callers who may make the change
+        # the archive work below is the proxy's own: only a caller who may make the change
+        # gets it done
+        self.core.authorize(req, cinfo)
         archive = unquote(location)
         if req.method == "PUT":
             await self.archive_current(req, archive)
@@ -89,23 +102,27 @@ class VersionedWrites:
     def _path(self, req: Req, container: str, obj: str) -> str:
         return f"/{req.version}/{req.account}/{container}/{obj}"
 
-    async def _copy(self, req: Req, src_path: str, dst_path: str) -> int:
-        """Raw copy src → dst as the caller; returns the source status (404: nothing to copy)."""
-        get = req.sub("GET", src_path)
-        get.env["versioning"] = True
-        src = await self.app(get)
+    @staticmethod
+    def _internal(req: Req, method: str, path: str, **kw) -> Req:
+        """A subrequest of the proxy's own (the caller was authorized on the versioned
+        container), not versioned again."""
+        sub = req.sub(method, path, keep_auth=False, **kw)
+        sub.env["versioning"] = True
+        return sub
+
+    async def _copy(self, req: Req, src_path: str, dst_path: str) -> bool:
+        """Raw copy src → dst; False when there is no source (nothing to copy)."""
+        src = await self.app(self._internal(req, "GET", src_path))
         if src.status == 404:
             await src.discard()
-            return 404
+            return False
         if src.status != 200:
             await src.discard()
-            raise SwiftError(503 if src.status >= 500 else src.status,
-                             "Could not read the current version to archive it")
+            raise archive_failure(src.status, "Could not read the version to copy")
         headers = {k: v for k, v in src.headers.items()
                    if k in KEPT_HEADERS or k.startswith("x-object-meta-")}
         headers["content-length"] = src.headers.get("content-length", "0")
-        put = req.sub("PUT", dst_path, headers=headers, body=src.body)
-        put.env["versioning"] = True
+        put = self._internal(req, "PUT", dst_path, headers=headers, body=src.body)
         put.env["sysmeta"] = {k: v for k, v in src.headers.items()
                               if k.startswith("x-object-sysmeta-")
                               or k == "x-static-large-object"}
@@ -114,34 +131,30 @@ class VersionedWrites:
         finally:
             await src.discard()
         if resp.status // 100 != 2:
-            raise SwiftError(resp.status if resp.status < 500 else 503,
-                             "Could not write the version into the archive container")
-        return 200
+            raise archive_failure(resp.status, "Could not write the version")
+        return True
 
     async def archive_current(self, req: Req, archive: str) -> None:
-        head = req.sub("HEAD", req.path)
-        head.env["versioning"] = True
-        current = await self.app(head)
+        current = await self.app(self._internal(req, "HEAD", req.path))
         await current.discard()
-        if current.status != 200:
+        if current.status == 404:
             return
+        if current.status != 200:
+            raise archive_failure(current.status, "Could not read the current version")
         ts = current.headers.get("x-timestamp", "0")
         name = archive_prefix(req.obj) + ts
         await self._copy(req, req.path, self._path(req, archive, name))
 
     async def restore_previous(self, req: Req, archive: str) -> Resp:
-        listing = req.sub("GET", f"/{req.version}/{req.account}/{archive}",
-                          query={"format": "json", "prefix": archive_prefix(req.obj),
-                                 "reverse": "on", "limit": "1"})
-        listing.env["versioning"] = True
+        listing = self._internal(req, "GET", f"/{req.version}/{req.account}/{archive}",
+                                 query={"format": "json", "prefix": archive_prefix(req.obj),
+                                        "reverse": "on", "limit": "1"})
         resp = await self.app(listing)
         items = orjson.loads(await resp.read()) if resp.status == 200 else []
         if not items:
             return await self.app(req)
         previous = self._path(req, archive, items[0]["name"])
         await self._copy(req, previous, req.path)
-        delete = req.sub("DELETE", previous)
-        delete.env["versioning"] = True
-        gone = await self.app(delete)
+        gone = await self.app(self._internal(req, "DELETE", previous))
         await gone.discard()
         return Resp(204, {}, b"")

@@ -728,3 +728,47 @@ def test_versions_location_sent_as_utf8_and_set_wins_over_remove(demo, cont):
         assert demo.request("PUT", f"/{cont}/v", content=body).status_code == 201
     listed = _archive_listing(demo, archive)
     assert len(listed) == 1 and listed[0]["name"].startswith("001v/")
+
+
+def test_versioned_writes_by_acl_need_no_rights_on_the_archive(oscloud, demo):
+    c, arch = f"v-{uuid.uuid4().hex[:6]}", f"arch-{uuid.uuid4().hex[:6]}"
+    assert demo.request("PUT", f"/{arch}").status_code == 201
+    assert demo.request("PUT", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 201
+    assert demo.request("PUT", f"/{c}/o", content=b"owner's").status_code == 201
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    other = Account(oscloud, token, demo.project_id)
+    try:
+        # no ACL: refused, and nothing is archived on the way
+        assert other.request("PUT", f"/{c}/o", content=b"intruder").status_code == 403
+        assert other.request("DELETE", f"/{c}/o").status_code == 403
+        assert _archive_listing(demo, arch) == []
+        assert demo.request("GET", f"/{c}/o").content == b"owner's"
+        # nor may they point a container's versions elsewhere
+        assert other.request("POST", f"/{c}", headers={"X-Versions-Location": c + "x"}
+                             ).status_code == 403
+        # write rights on the versioned container are enough: the archive is the proxy's work
+        assert demo.request("POST", f"/{c}", headers={
+            "X-Container-Write": f"{project_id}:*"}).status_code == 204
+        assert other.request("PUT", f"/{c}/o", content=b"theirs").status_code == 201
+        listed = _archive_listing(demo, arch)
+        assert len(listed) == 1
+        assert demo.request("GET", f"/{arch}/{listed[0]['name']}").content == b"owner's"
+        # ...but they still may not read or delete the archive itself
+        assert other.request("GET", f"/{arch}/{listed[0]['name']}").status_code == 403
+        assert other.request("DELETE", f"/{arch}/{listed[0]['name']}").status_code == 403
+        # their delete pops the previous version back
+        assert other.request("DELETE", f"/{c}/o").status_code == 204
+        assert demo.request("GET", f"/{c}/o").content == b"owner's"
+        assert _archive_listing(demo, arch) == []
+    finally:
+        other.close()
+
+
+def test_overwrite_refused_when_the_archive_container_is_missing(demo, cont):
+    assert demo.request("POST", f"/{cont}", headers={
+        "X-Versions-Location": f"{cont}-never-made"}).status_code == 204
+    assert demo.request("PUT", f"/{cont}/o", content=b"first").status_code == 201
+    # the current version cannot be kept: the overwrite is refused and nothing changes
+    assert demo.request("PUT", f"/{cont}/o", content=b"second").status_code == 412
+    assert demo.request("GET", f"/{cont}/o").content == b"first"
