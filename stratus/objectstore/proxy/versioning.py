@@ -3,9 +3,15 @@
 container as ``<3 hex digits: length of name><name>/<timestamp>``.
 
 * PUT (or COPY onto) an existing object: the current version is copied into the archive first.
-* DELETE, history mode: the current version is archived, then deleted.
-* DELETE, stack mode: the newest archived version is restored in place and removed from the
-  archive; with no archived version the object is simply deleted.
+* DELETE, history mode: the current version (if any) is archived, a *delete marker* (an empty
+  archive entry of type ``application/x-deleted;swift_versions_deleted=1``, named with the
+  time of the deletion) records the deletion, then the object is deleted (404 if it was not
+  there: the marker is written all the same).
+* DELETE, stack mode: the newest archive entry is undone. A version is restored in place and
+  removed from the archive. A delete marker (left by history mode) is removed; if the object
+  is absent, the version before the marker (unless that is a marker too) is restored first,
+  and if the object was written again after the deletion, only the object is deleted. With
+  no archive entry the object is simply deleted.
 
 Only a caller who may write the versioned container gets this far; the archive reads and
 writes are then the proxy's own (as in Swift), so a user granted writes on the versioned
@@ -19,10 +25,12 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from .http import Req, Resp, SwiftError, header_text
+from .http import Req, Resp, SwiftError, header_text, normalize_timestamp
 
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
                 "cache-control", "expires", "x-delete-at", "x-object-manifest")
+DELETE_MARKER_TYPE = "application/x-deleted;swift_versions_deleted=1"
+LISTING_PAGE = 100
 
 
 def archive_prefix(obj: str) -> str:
@@ -66,8 +74,9 @@ class VersionedWrites:
             return await self.app(req)
         if history:
             await self.archive_current(req, archive)
+            await self.write_delete_marker(req, archive)
             return await self.app(req)
-        return await self.restore_previous(req, archive)
+        return await self.undo_newest(req, archive)
 
     @staticmethod
     def check_container_headers(req: Req) -> None:
@@ -145,16 +154,74 @@ class VersionedWrites:
         name = archive_prefix(req.obj) + ts
         await self._copy(req, req.path, self._path(req, archive, name))
 
-    async def restore_previous(self, req: Req, archive: str) -> Resp:
-        listing = self._internal(req, "GET", f"/{req.version}/{req.account}/{archive}",
-                                 query={"format": "json", "prefix": archive_prefix(req.obj),
-                                        "reverse": "on", "limit": "1"})
-        resp = await self.app(listing)
-        items = orjson.loads(await resp.read()) if resp.status == 200 else []
-        if not items:
-            return await self.app(req)
-        previous = self._path(req, archive, items[0]["name"])
-        await self._copy(req, previous, req.path)
-        gone = await self.app(self._internal(req, "DELETE", previous))
-        await gone.discard()
-        return Resp(204, {}, b"")
+    async def write_delete_marker(self, req: Req, archive: str) -> None:
+        name = archive_prefix(req.obj) + normalize_timestamp()
+        put = self._internal(req, "PUT", self._path(req, archive, name), body=b"",
+                             headers={"content-type": DELETE_MARKER_TYPE,
+                                      "content-length": "0"})
+        resp = await self.app(put)
+        await resp.discard()
+        if resp.status // 100 != 2:
+            raise archive_failure(resp.status, "Could not record the deletion")
+
+    async def _archive_newest_first(self, req: Req, archive: str):
+        """The archive's entries for the object, newest first, a page at a time."""
+        marker = ""
+        while True:
+            query = {"format": "json", "prefix": archive_prefix(req.obj), "reverse": "on",
+                     "limit": str(LISTING_PAGE)}
+            if marker:
+                query["marker"] = marker
+            resp = await self.app(self._internal(req, "GET", f"/{req.version}/{req.account}/"
+                                                 f"{archive}", query=query))
+            body = await resp.read()
+            if resp.status == 404:
+                return  # no archive container: nothing was kept
+            if resp.status != 200:
+                raise archive_failure(resp.status, "Could not list the archived versions")
+            items = orjson.loads(body)
+            for item in items:
+                yield item
+            if len(items) < LISTING_PAGE:
+                return
+            marker = items[-1]["name"]
+
+    async def _delete(self, req: Req, path: str, *, missing_ok: bool = False) -> Resp:
+        try:
+            return await self.app(self._internal(req, "DELETE", path))
+        except SwiftError as e:
+            if missing_ok and e.status == 404:
+                return Resp(404, {}, b"")
+            raise
+
+    async def _object_exists(self, req: Req) -> bool:
+        head = await self.app(self._internal(req, "HEAD", req.path))
+        await head.discard()
+        if head.status not in (200, 404):
+            raise archive_failure(head.status, "Could not read the current version")
+        return head.status == 200
+
+    async def undo_newest(self, req: Req, archive: str) -> Resp:
+        """Stack-mode DELETE: undo the newest archive entry (see the module's docstring)."""
+        entries = self._archive_newest_first(req, archive)
+        try:
+            async for newest in entries:
+                newest_path = self._path(req, archive, newest["name"])
+                if newest["content_type"] != DELETE_MARKER_TYPE:
+                    if not await self._copy(req, newest_path, req.path):
+                        continue  # deleted since it was listed: the one before it, then
+                    return await self._delete(req, newest_path)
+                if await self._object_exists(req):
+                    # written again since that deletion: deleting it returns to the deletion
+                    break
+                async for older in entries:
+                    if older["content_type"] == DELETE_MARKER_TYPE:
+                        break  # deleted before that too: nothing to bring back
+                    older_path = self._path(req, archive, older["name"])
+                    if await self._copy(req, older_path, req.path):
+                        await self._delete(req, older_path, missing_ok=True)
+                        break
+                return await self._delete(req, newest_path)
+        finally:
+            await entries.aclose()
+        return await self.app(req)

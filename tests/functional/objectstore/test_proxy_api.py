@@ -276,7 +276,14 @@ def test_versioned_writes(demo, header):
         assert len(demo.request("GET", f"/{arch}?format=json").json()) == 1
     else:
         assert demo.request("GET", f"/{c}/o").status_code == 404
-        assert len(demo.request("GET", f"/{arch}?format=json").json()) == 3
+        # history: v3 archived, then a delete marker records when it was deleted
+        archived = demo.request("GET", f"/{arch}?format=json").json()
+        assert [i["content_type"] for i in archived][2:] == [
+            "application/octet-stream", "application/x-deleted;swift_versions_deleted=1"]
+        assert demo.request("GET", f"/{arch}/{archived[3]['name']}").content == b""
+        # deleting what is not there: 404, and the attempt is recorded all the same
+        assert demo.request("DELETE", f"/{c}/o").status_code == 404
+        assert len(demo.request("GET", f"/{arch}?format=json").json()) == 5
     assert demo.request("PUT", f"/{c}", headers={"X-Versions-Location": arch,
                                                  "X-History-Location": arch}).status_code == 400
 
@@ -711,6 +718,7 @@ def test_versions_location_naming_a_unicode_container(demo, cont):
     assert demo.request("GET", f"/{cont}/v").content == b"two"
 
 
+
 def _archive_listing(account, archive):
     return account.request("GET", f"/{quote(archive)}?format=json").json()
 
@@ -772,3 +780,46 @@ def test_overwrite_refused_when_the_archive_container_is_missing(demo, cont):
     # the current version cannot be kept: the overwrite is refused and nothing changes
     assert demo.request("PUT", f"/{cont}/o", content=b"second").status_code == 412
     assert demo.request("GET", f"/{cont}/o").content == b"first"
+
+
+DELETE_MARKER = "application/x-deleted;swift_versions_deleted=1"
+
+
+def test_stack_mode_delete_undoes_history_mode_delete_markers(demo):
+    c, arch = f"v-{uuid.uuid4().hex[:6]}", f"arch-{uuid.uuid4().hex[:6]}"
+    assert demo.request("PUT", f"/{arch}").status_code == 201
+    assert demo.request("PUT", f"/{c}", headers={"X-History-Location": arch}).status_code == 201
+    for body in (b"one", b"two"):
+        assert demo.request("PUT", f"/{c}/o", content=body).status_code == 201
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert [i["content_type"] == DELETE_MARKER for i in _archive_listing(demo, arch)] == [
+        False, False, True]
+    # stack mode, object absent: the marker goes and the version before it comes back
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").content == b"two"
+    listed = _archive_listing(demo, arch)
+    assert len(listed) == 1 and demo.request("GET", f"/{arch}/{listed[0]['name']}").content == b"one"
+    # two deletions in history mode leave two markers in a row
+    assert demo.request("POST", f"/{c}", headers={"X-History-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 404
+    assert len(_archive_listing(demo, arch)) == 4
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    # the newest marker follows another: it is removed and nothing is restored...
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert len(_archive_listing(demo, arch)) == 3
+    assert demo.request("GET", f"/{c}/o").status_code == 404
+    # ...the next one brings back the version archived by the first deletion
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").content == b"two"
+    assert len(_archive_listing(demo, arch)) == 1
+    # an object written again after a deletion: a stack-mode delete removes only the object
+    assert demo.request("POST", f"/{c}", headers={"X-History-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    assert demo.request("PUT", f"/{c}/o", content=b"three").status_code == 201
+    before = _archive_listing(demo, arch)
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").status_code == 404
+    assert _archive_listing(demo, arch) == before
