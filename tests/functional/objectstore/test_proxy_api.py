@@ -473,7 +473,14 @@ def test_versioned_writes(demo, header):
         assert len(demo.request("GET", f"/{arch}?format=json").json()) == 1
     else:
         assert demo.request("GET", f"/{c}/o").status_code == 404
-        assert len(demo.request("GET", f"/{arch}?format=json").json()) == 3
+        # history: v3 archived, then a delete marker records when it was deleted
+        archived = demo.request("GET", f"/{arch}?format=json").json()
+        assert [i["content_type"] for i in archived][2:] == [
+            "application/octet-stream", "application/x-deleted;swift_versions_deleted=1"]
+        assert demo.request("GET", f"/{arch}/{archived[3]['name']}").content == b""
+        # deleting what is not there: 404, and the attempt is recorded all the same
+        assert demo.request("DELETE", f"/{c}/o").status_code == 404
+        assert len(demo.request("GET", f"/{arch}?format=json").json()) == 5
     assert demo.request("PUT", f"/{c}", headers={"X-Versions-Location": arch,
                                                  "X-History-Location": arch}).status_code == 400
 
@@ -906,3 +913,110 @@ def test_versions_location_naming_a_unicode_container(demo, cont):
     listed = demo.request("GET", f"/{quote(archive)}?format=json").json()
     assert len(listed) == 1
     assert demo.request("GET", f"/{cont}/v").content == b"two"
+
+
+
+def _archive_listing(account, archive):
+    return account.request("GET", f"/{quote(archive)}?format=json").json()
+
+
+def test_versions_location_sent_as_utf8_and_set_wins_over_remove(demo, cont):
+    archive = f"{cont}-arch☃"
+    assert demo.request("PUT", f"/{quote(archive)}").status_code == 201
+    # the name unquoted, as its UTF-8 bytes; a removal in the same request does not undo it,
+    # whichever comes first
+    r = demo.request("POST", f"/{cont}", headers={"X-Versions-Location": archive.encode(),
+                                                  "X-Remove-Versions-Location": "x"})
+    assert r.status_code == 204
+    assert demo.request("HEAD", f"/{cont}").headers["x-versions-location"] == quote(archive)
+    for body in (b"one", b"two"):
+        assert demo.request("PUT", f"/{cont}/v", content=body).status_code == 201
+    listed = _archive_listing(demo, archive)
+    assert len(listed) == 1 and listed[0]["name"].startswith("001v/")
+
+
+def test_versioned_writes_by_acl_need_no_rights_on_the_archive(oscloud, demo):
+    c, arch = f"v-{uuid.uuid4().hex[:6]}", f"arch-{uuid.uuid4().hex[:6]}"
+    assert demo.request("PUT", f"/{arch}").status_code == 201
+    assert demo.request("PUT", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 201
+    assert demo.request("PUT", f"/{c}/o", content=b"owner's").status_code == 201
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    other = Account(oscloud, token, demo.project_id)
+    try:
+        # no ACL: refused, and nothing is archived on the way
+        assert other.request("PUT", f"/{c}/o", content=b"intruder").status_code == 403
+        assert other.request("DELETE", f"/{c}/o").status_code == 403
+        assert _archive_listing(demo, arch) == []
+        assert demo.request("GET", f"/{c}/o").content == b"owner's"
+        # nor may they point a container's versions elsewhere
+        assert other.request("POST", f"/{c}", headers={"X-Versions-Location": c + "x"}
+                             ).status_code == 403
+        # write rights on the versioned container are enough: the archive is the proxy's work
+        assert demo.request("POST", f"/{c}", headers={
+            "X-Container-Write": f"{project_id}:*"}).status_code == 204
+        assert other.request("PUT", f"/{c}/o", content=b"theirs").status_code == 201
+        listed = _archive_listing(demo, arch)
+        assert len(listed) == 1
+        assert demo.request("GET", f"/{arch}/{listed[0]['name']}").content == b"owner's"
+        # ...but they still may not read or delete the archive itself
+        assert other.request("GET", f"/{arch}/{listed[0]['name']}").status_code == 403
+        assert other.request("DELETE", f"/{arch}/{listed[0]['name']}").status_code == 403
+        # their delete pops the previous version back
+        assert other.request("DELETE", f"/{c}/o").status_code == 204
+        assert demo.request("GET", f"/{c}/o").content == b"owner's"
+        assert _archive_listing(demo, arch) == []
+    finally:
+        other.close()
+
+
+def test_overwrite_refused_when_the_archive_container_is_missing(demo, cont):
+    assert demo.request("POST", f"/{cont}", headers={
+        "X-Versions-Location": f"{cont}-never-made"}).status_code == 204
+    assert demo.request("PUT", f"/{cont}/o", content=b"first").status_code == 201
+    # the current version cannot be kept: the overwrite is refused and nothing changes
+    assert demo.request("PUT", f"/{cont}/o", content=b"second").status_code == 412
+    assert demo.request("GET", f"/{cont}/o").content == b"first"
+
+
+DELETE_MARKER = "application/x-deleted;swift_versions_deleted=1"
+
+
+def test_stack_mode_delete_undoes_history_mode_delete_markers(demo):
+    c, arch = f"v-{uuid.uuid4().hex[:6]}", f"arch-{uuid.uuid4().hex[:6]}"
+    assert demo.request("PUT", f"/{arch}").status_code == 201
+    assert demo.request("PUT", f"/{c}", headers={"X-History-Location": arch}).status_code == 201
+    for body in (b"one", b"two"):
+        assert demo.request("PUT", f"/{c}/o", content=body).status_code == 201
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert [i["content_type"] == DELETE_MARKER for i in _archive_listing(demo, arch)] == [
+        False, False, True]
+    # stack mode, object absent: the marker goes and the version before it comes back
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").content == b"two"
+    listed = _archive_listing(demo, arch)
+    assert len(listed) == 1 and demo.request("GET", f"/{arch}/{listed[0]['name']}").content == b"one"
+    # two deletions in history mode leave two markers in a row
+    assert demo.request("POST", f"/{c}", headers={"X-History-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 404
+    assert len(_archive_listing(demo, arch)) == 4
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    # the newest marker follows another: it is removed and nothing is restored...
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert len(_archive_listing(demo, arch)) == 3
+    assert demo.request("GET", f"/{c}/o").status_code == 404
+    # ...the next one brings back the version archived by the first deletion
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").content == b"two"
+    assert len(_archive_listing(demo, arch)) == 1
+    # an object written again after a deletion: a stack-mode delete removes only the object
+    assert demo.request("POST", f"/{c}", headers={"X-History-Location": arch}).status_code == 204
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("POST", f"/{c}", headers={"X-Versions-Location": arch}).status_code == 204
+    assert demo.request("PUT", f"/{c}/o", content=b"three").status_code == 201
+    before = _archive_listing(demo, arch)
+    assert demo.request("DELETE", f"/{c}/o").status_code == 204
+    assert demo.request("GET", f"/{c}/o").status_code == 404
+    assert _archive_listing(demo, arch) == before
