@@ -8,7 +8,8 @@ container as ``<3 hex digits: length of name><name>/<timestamp>``.
   archive; with no archived version the object is simply deleted.
 
 Archive copies are raw (a large object's manifest is archived, not its content) and are made as
-the caller, so the caller needs write access to the archive container, as in Swift.
+the caller, so the caller needs write access to the archive container; a temp URL's holder, whose
+URL reaches one object, has them made on the proxy's authority once the change is authorized.
 """
 
 from __future__ import annotations
@@ -81,13 +82,23 @@ class VersionedWrites:
             other = "x-history-location" if name == "x-versions-location" else "x-versions-location"
             h["x-remove-" + other[2:]] = "1"
 
+    @staticmethod
+    def _sub(req: Req, method: str, path: str, **kwargs) -> Req:
+        """A subrequest of the archiving (or restoring) work, which is part of the change the
+        caller was authorized for in :meth:`__call__`. It runs as the caller, except for a temp
+        URL's holder: the URL reaches its one object only, so the archive side is done on the
+        proxy's own authority, as Swift does it for everyone."""
+        sub = req.sub(method, path, keep_auth="tempurl" not in req.env, **kwargs)
+        sub.env["versioning"] = True
+        return sub
+
     def _path(self, req: Req, container: str, obj: str) -> str:
         return f"/{req.version}/{req.account}/{container}/{obj}"
 
     async def _copy(self, req: Req, src_path: str, dst_path: str) -> int:
-        """Raw copy src → dst as the caller; returns the source status (404: nothing to copy)."""
-        get = req.sub("GET", src_path)
-        get.env["versioning"] = True
+        """Raw copy src → dst (authorized as :meth:`_sub` says); returns the source status
+        (404: nothing to copy)."""
+        get = self._sub(req, "GET", src_path)
         src = await self.app(get)
         if src.status == 404:
             await src.discard()
@@ -99,8 +110,7 @@ class VersionedWrites:
         headers = {k: v for k, v in src.headers.items()
                    if k in KEPT_HEADERS or k.startswith("x-object-meta-")}
         headers["content-length"] = src.headers.get("content-length", "0")
-        put = req.sub("PUT", dst_path, headers=headers, body=src.body)
-        put.env["versioning"] = True
+        put = self._sub(req, "PUT", dst_path, headers=headers, body=src.body)
         put.env["sysmeta"] = {k: v for k, v in src.headers.items()
                               if k.startswith("x-object-sysmeta-")
                               or k == "x-static-large-object"}
@@ -114,8 +124,7 @@ class VersionedWrites:
         return 200
 
     async def archive_current(self, req: Req, archive: str) -> None:
-        head = req.sub("HEAD", req.path)
-        head.env["versioning"] = True
+        head = self._sub(req, "HEAD", req.path)
         current = await self.app(head)
         await current.discard()
         if current.status != 200:
@@ -125,18 +134,16 @@ class VersionedWrites:
         await self._copy(req, req.path, self._path(req, archive, name))
 
     async def restore_previous(self, req: Req, archive: str) -> Resp:
-        listing = req.sub("GET", f"/{req.version}/{req.account}/{archive}",
-                          query={"format": "json", "prefix": archive_prefix(req.obj),
-                                 "reverse": "on", "limit": "1"})
-        listing.env["versioning"] = True
+        listing = self._sub(req, "GET", f"/{req.version}/{req.account}/{archive}",
+                            query={"format": "json", "prefix": archive_prefix(req.obj),
+                                   "reverse": "on", "limit": "1"})
         resp = await self.app(listing)
         items = orjson.loads(await resp.read()) if resp.status == 200 else []
         if not items:
             return await self.app(req)
         previous = self._path(req, archive, items[0]["name"])
         await self._copy(req, previous, req.path)
-        delete = req.sub("DELETE", previous)
-        delete.env["versioning"] = True
+        delete = self._sub(req, "DELETE", previous)
         gone = await self.app(delete)
         await gone.discard()
         return Resp(204, {}, b"")
