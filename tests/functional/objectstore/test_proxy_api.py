@@ -493,6 +493,30 @@ def test_tempurl_get_of_a_dlo_reads_its_segments_within_the_keys_reach(oscloud, 
     assert httpx.head(_temp_url(oscloud, f"{acct}/{cont}/outside", ckey)).status_code == 401
 
 
+def test_tempurl_get_of_an_slo_reads_its_segments_within_the_keys_reach(oscloud, demo, cont,
+                                                                        account_key):
+    segs = f"{cont}-segs"
+    assert demo.request("PUT", f"/{segs}").status_code == 201
+    assert demo.request("PUT", f"/{cont}/near", content=b"near bytes ").status_code == 201
+    assert demo.request("PUT", f"/{segs}/far", content=b"far bytes").status_code == 201
+    assert demo.request("PUT", f"/{cont}/both?multipart-manifest=put", json=[
+        {"path": f"/{cont}/near"}, {"path": f"/{segs}/far"}]).status_code == 201
+    assert demo.request("PUT", f"/{cont}/mine?multipart-manifest=put", json=[
+        {"path": f"/{cont}/near"}, {"path": f"/{cont}/near"}]).status_code == 201
+    acct = f"/v1/AUTH_{demo.project_id}"
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/both", account_key))
+    assert (r.status_code, r.content) == (200, b"near bytes far bytes")
+    ckey = uuid.uuid4().hex
+    assert demo.request("POST", f"/{cont}",
+                        headers={"X-Container-Meta-Temp-URL-Key": ckey}).status_code == 204
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/mine", ckey))
+    assert (r.status_code, r.content) == (200, b"near bytes near bytes ")
+    # a segment beyond the container key's reach: refused before any byte is sent
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/both", ckey))
+    assert r.status_code == 409
+    assert b"near bytes" not in r.content and b"far bytes" not in r.content
+
+
 def test_tempurl_writes_reach_no_further_than_their_object(oscloud, demo, cont, account_key):
     segs = f"{cont}-segs"
     assert demo.request("PUT", f"/{segs}").status_code == 201
