@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
@@ -126,9 +127,8 @@ class KeystoneAuth:
     def authorize(self, req: Req, cinfo) -> None:
         if not req.account or not req.account.startswith(RESELLER_PREFIX):
             raise self._refuse(req)
-        tempurl = req.env.get("tempurl")
-        if tempurl is not None and req.obj is not None and tempurl == req.account \
-                and not req.env.get("subrequest_other_account"):
+        grant = req.env.get("tempurl")
+        if grant is not None and grant.permits(req):
             return
         level = self.owner_level(req)
         read = req.method in ("GET", "HEAD")
@@ -226,6 +226,38 @@ def sign(key: str, method: str, expires: int, path: str, digest: str = "sha256")
     return hmac.new(key.encode(), msg, DIGESTS[digest]).hexdigest()
 
 
+@dataclass(frozen=True)
+class TempURLGrant:
+    """What a valid temp URL lets its holder do. It is checked for the signed request itself
+    and for every subrequest the filters make on its behalf (a large object's segments and
+    listing, a manifest's checks), as they all carry it.
+
+    ``container`` is None when an account key signed the URL: its reach is the account; a
+    container key's reach is that container alone, as in Swift. Within that reach:
+
+    * the signed object may be written as signed, and read (a filter's probe or manifest read);
+    * other objects and container listings may only be read, and only while serving a read of
+      the signed object: a GET of a large object needs its segments. A write (PUT, POST,
+      DELETE) never reaches beyond its one object, so a manifest PUT with a temp URL cannot
+      point at segments its holder could not read otherwise.
+    """
+
+    account: str
+    container: str | None
+    target: tuple[str, str]   # (container, object) the URL was used on
+    method: str               # the signed request's method
+
+    def permits(self, req: Req) -> bool:
+        if req.account != self.account or req.container is None:
+            return False
+        if self.container is not None and req.container != self.container:
+            return False
+        read = req.method in ("GET", "HEAD")
+        if (req.container, req.obj) == self.target:
+            return read or req.method == self.method
+        return read and self.method in ("GET", "HEAD")
+
+
 class TempURL:
     """Grants one object operation to whoever holds a signed, unexpired URL."""
 
@@ -249,7 +281,7 @@ class TempURL:
         if expires < time.time():
             raise SwiftError(401, "Temp URL expired")
         digest, raw = parse_signature(sig)
-        keys = await self._keys(req)
+        keys = await self._scoped_keys(req)
         if not keys:
             raise SwiftError(401, "Temp URL invalid: no temp URL key is set")
         prefix = q.get("temp_url_prefix")
@@ -261,15 +293,22 @@ class TempURL:
             path = req.path
         methods = [req.method] if req.method != "HEAD" else ["HEAD", "GET", "PUT"]
         ok = False
-        for key in keys:
+        scope = None
+        for key, key_scope in keys:
             for method in methods:
                 msg = f"{method}\n{expires}\n{path}"
                 mac = hmac.new(_key_bytes(key), msg.encode(), DIGESTS[digest]).digest()
-                if hmac.compare_digest(mac, raw):
-                    ok = True
+                if hmac.compare_digest(mac, raw) and not ok:
+                    ok, scope = True, key_scope
         if not ok:
             raise SwiftError(401, "Temp URL invalid: signature does not match")
-        req.env["tempurl"] = req.account
+        if req.method in ("PUT", "POST") and "x-object-manifest" in req.headers:
+            # a DLO manifest would let whoever may GET the object read any segments it names,
+            # which this URL does not grant: refused (not dropped) so that the client knows
+            raise SwiftError(400, "The header 'X-Object-Manifest' is not allowed in this "
+                                  "temp URL")
+        req.env["tempurl"] = TempURLGrant(req.account, scope, (req.container, req.obj),
+                                          req.method)
         req.env["ctx"] = None
         # a temp URL may not carry headers that change other objects' lives
         for name in ("x-object-manifest", "x-copy-from", "destination"):
@@ -282,16 +321,18 @@ class TempURL:
                 f"{kind}; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}")
         return resp
 
-    async def _keys(self, req: Req) -> list[str]:
+    async def _scoped_keys(self, req: Req) -> list[tuple[str, str | None]]:
+        """(key, scope) pairs: the account's keys reach the whole account (scope None), the
+        container's only that container."""
         keys = []
         ainfo = await self.core.account_info(req.account)
         cinfo = await self.core.container_info(req.account, req.container)
-        for info, kind in ((ainfo, "account"), (cinfo, "container")):
+        for info, kind, scope in ((ainfo, "account", None), (cinfo, "container", req.container)):
             if info.exists:
                 for suffix in ("", "-2"):
                     key = info.meta(f"x-{kind}-meta-temp-url-key{suffix}")
                     if key:
-                        keys.append(key)
+                        keys.append((key, scope))
         return keys
 
 

@@ -269,6 +269,7 @@ class LargeObjects:
         if segments is None or (req.method == "HEAD" and part_number is None):
             headers["content-length"] = str(total)
             return Resp(200, headers, b"")
+        await self._authorize_segments(req, segments)
         depth = req.env.get("lo_depth", 0) + 1
         if ranges is None:
             headers["content-length"] = str(total)
@@ -308,6 +309,23 @@ class LargeObjects:
             yield tail
 
         return Resp(206, headers, await _started(multipart()))
+
+    async def _authorize_segments(self, req: Req, segments) -> None:
+        """Refuse (409, as a segment that cannot be read) before answering when the caller may
+        not read some segment: met while streaming, a refusal could only cut the body short.
+        Read rights (ACLs, a temp URL's reach) go by container, so one segment per container
+        is asked about, as :meth:`_stream` will ask."""
+        seen = set()
+        for container, obj, *_ in segments:
+            if container is None or container in seen:
+                continue
+            seen.add(container)
+            sub = req.sub("GET", f"/{req.version}/{req.account}/{container}/{obj}")
+            try:
+                self.core.authorize(sub, await self.core.container_info(req.account, container))
+            except SwiftError as exc:
+                raise SwiftError(409, f"Segment {container}/{obj} could not be read "
+                                      f"({exc.status}); the large object is incomplete") from None
 
     async def _stream(self, req: Req, segments, start: int, end: int, depth: int):
         """Bytes [start, end) of the concatenation of ``segments``

@@ -655,6 +655,141 @@ def test_tempurl_container_key_and_prefix(oscloud, demo, cont):
                      f"&temp_url_expires={expires}").status_code == 401
 
 
+def _temp_url(cloud, path: str, key: str, method: str = "GET") -> str:
+    expires = int(time.time()) + 60
+    sig = _sig(key, method, expires, path, hashlib.sha256)
+    return f"{cloud.url}{path}?temp_url_sig={sig}&temp_url_expires={expires}"
+
+
+@pytest.fixture
+def account_key(demo):
+    """A fresh account temp URL key, removed afterwards (other tests set their own)."""
+    key = uuid.uuid4().hex
+    assert demo.request("POST", "", headers={"X-Account-Meta-Temp-URL-Key": key}).status_code == 204
+    yield key
+    demo.request("POST", "", headers={"X-Remove-Account-Meta-Temp-URL-Key": "x"})
+
+
+def test_tempurl_get_of_a_dlo_reads_its_segments_within_the_keys_reach(oscloud, demo, cont,
+                                                                       account_key):
+    segs = f"{cont}-segs"
+    assert demo.request("PUT", f"/{segs}").status_code == 201
+    for name, body in (("s1", b"one fish "), ("s2", b"two fish")):
+        assert demo.request("PUT", f"/{segs}/{name}", content=body).status_code == 201
+        assert demo.request("PUT", f"/{cont}/part-{name}", content=body.upper()).status_code == 201
+    assert demo.request("PUT", f"/{cont}/outside", content=b"",
+                        headers={"X-Object-Manifest": f"{segs}/s"}).status_code == 201
+    assert demo.request("PUT", f"/{cont}/inside", content=b"",
+                        headers={"X-Object-Manifest": f"{cont}/part-"}).status_code == 201
+    acct = f"/v1/AUTH_{demo.project_id}"
+    # an account key reaches the whole account: segments in another container are read
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/outside", account_key))
+    assert (r.status_code, r.content) == (200, b"one fish two fish")
+    r = httpx.head(_temp_url(oscloud, f"{acct}/{cont}/outside", account_key))
+    assert r.status_code == 200 and r.headers["content-length"] == "17"
+    # a container key reaches its container only
+    ckey = uuid.uuid4().hex
+    assert demo.request("POST", f"/{cont}",
+                        headers={"X-Container-Meta-Temp-URL-Key": ckey}).status_code == 204
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/inside", ckey))
+    assert (r.status_code, r.content) == (200, b"ONE FISH TWO FISH")
+    assert httpx.get(_temp_url(oscloud, f"{acct}/{cont}/outside", ckey)).status_code == 401
+    assert httpx.head(_temp_url(oscloud, f"{acct}/{cont}/outside", ckey)).status_code == 401
+
+
+def test_tempurl_get_of_an_slo_reads_its_segments_within_the_keys_reach(oscloud, demo, cont,
+                                                                        account_key):
+    segs = f"{cont}-segs"
+    assert demo.request("PUT", f"/{segs}").status_code == 201
+    assert demo.request("PUT", f"/{cont}/near", content=b"near bytes ").status_code == 201
+    assert demo.request("PUT", f"/{segs}/far", content=b"far bytes").status_code == 201
+    assert demo.request("PUT", f"/{cont}/both?multipart-manifest=put", json=[
+        {"path": f"/{cont}/near"}, {"path": f"/{segs}/far"}]).status_code == 201
+    assert demo.request("PUT", f"/{cont}/mine?multipart-manifest=put", json=[
+        {"path": f"/{cont}/near"}, {"path": f"/{cont}/near"}]).status_code == 201
+    acct = f"/v1/AUTH_{demo.project_id}"
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/both", account_key))
+    assert (r.status_code, r.content) == (200, b"near bytes far bytes")
+    ckey = uuid.uuid4().hex
+    assert demo.request("POST", f"/{cont}",
+                        headers={"X-Container-Meta-Temp-URL-Key": ckey}).status_code == 204
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/mine", ckey))
+    assert (r.status_code, r.content) == (200, b"near bytes near bytes ")
+    # a segment beyond the container key's reach: refused before any byte is sent
+    r = httpx.get(_temp_url(oscloud, f"{acct}/{cont}/both", ckey))
+    assert r.status_code == 409
+    assert b"near bytes" not in r.content and b"far bytes" not in r.content
+
+
+def test_tempurl_writes_reach_no_further_than_their_object(oscloud, demo, cont, account_key):
+    segs = f"{cont}-segs"
+    assert demo.request("PUT", f"/{segs}").status_code == 201
+    assert demo.request("PUT", f"/{segs}/secret", content=b"not for you").status_code == 201
+    acct = f"/v1/AUTH_{demo.project_id}"
+    put_url = _temp_url(oscloud, f"{acct}/{cont}/new", account_key, "PUT")
+    # a DLO manifest through a PUT temp URL would open segments the URL cannot read: refused
+    for target in (f"{segs}/sec", "no-such-container/x"):
+        r = httpx.put(put_url, content=b"", headers={"X-Object-Manifest": target})
+        assert r.status_code == 400 and "X-Object-Manifest" in r.text
+    assert demo.request("HEAD", f"/{cont}/new").status_code == 404
+    # ...and so would an SLO manifest: its segments cannot be read through the URL
+    r = httpx.put(put_url + "&multipart-manifest=put", json=[{"path": f"/{segs}/secret"}])
+    assert r.status_code == 400 and f"{segs}/secret, 401 Unauthorized" in r.text
+    assert demo.request("HEAD", f"/{cont}/new").status_code == 404
+    # a POST temp URL cannot turn the object into a manifest either
+    assert httpx.put(put_url, content=b"plain").status_code == 201
+    post_url = _temp_url(oscloud, f"{acct}/{cont}/new", account_key, "POST")
+    r = httpx.post(post_url, headers={"X-Object-Manifest": f"{segs}/sec"})
+    assert r.status_code == 400
+    assert demo.request("GET", f"/{cont}/new").content == b"plain"
+    # a DELETE temp URL of an SLO manifest deletes the manifest, never its segments
+    assert demo.request("PUT", f"/{cont}/slo?multipart-manifest=put",
+                        json=[{"path": f"/{segs}/secret"}]).status_code == 201
+    delete_url = _temp_url(oscloud, f"{acct}/{cont}/slo", account_key, "DELETE")
+    assert httpx.delete(delete_url + "&multipart-manifest=delete").status_code == 200
+    assert demo.request("GET", f"/{segs}/secret").content == b"not for you"
+    assert demo.request("HEAD", f"/{cont}/slo").status_code == 404
+
+
+def test_tempurl_is_good_for_its_own_object_and_account_only(oscloud, demo, cont, account_key):
+    assert demo.request("PUT", f"/{cont}/seg-1", content=b"segment").status_code == 201
+    assert demo.request("PUT", f"/{cont}/dlo", content=b"",
+                        headers={"X-Object-Manifest": f"{cont}/seg-"}).status_code == 201
+    acct = f"/v1/AUTH_{demo.project_id}"
+    url = _temp_url(oscloud, f"{acct}/{cont}/dlo", account_key)
+    assert httpx.get(url).content == b"segment"
+    # the manifest's URL does not open the segment it reads
+    assert httpx.get(url.replace("/dlo?", "/seg-1?")).status_code == 401
+    # nor the same path in another account, even one with the same key
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    other = Account(oscloud, token, project_id)
+    try:
+        assert other.request("POST", "", headers={
+            "X-Account-Meta-Temp-URL-Key": account_key}).status_code == 204
+        assert other.request("PUT", f"/{cont}").status_code == 201
+        assert other.request("PUT", f"/{cont}/dlo", content=b"theirs").status_code == 201
+        r = httpx.get(url.replace(f"/AUTH_{demo.project_id}/", f"/AUTH_{project_id}/"))
+        assert r.status_code == 401
+    finally:
+        other.close()
+
+
+def test_tempurl_put_in_a_versioned_container_archives_the_old_version(oscloud, demo, cont):
+    archive = f"{cont}-old"
+    assert demo.request("PUT", f"/{archive}").status_code == 201
+    ckey = uuid.uuid4().hex
+    assert demo.request("POST", f"/{cont}", headers={
+        "X-Versions-Location": archive, "X-Container-Meta-Temp-URL-Key": ckey}).status_code == 204
+    assert demo.request("PUT", f"/{cont}/doc", content=b"first").status_code == 201
+    url = _temp_url(oscloud, f"/v1/AUTH_{demo.project_id}/{cont}/doc", ckey, "PUT")
+    assert httpx.put(url, content=b"second").status_code == 201
+    assert demo.request("GET", f"/{cont}/doc").content == b"second"
+    names = [o["name"] for o in demo.request("GET", f"/{archive}?format=json").json()]
+    assert len(names) == 1
+    assert demo.request("GET", f"/{archive}/{names[0]}").content == b"first"
+
+
 def test_details_upstream_swift_functional_tests_check(demo, cont):
     """Behaviours upstream Swift's own functional tests (test/functional/test_object.py,
     test_container.py, test_account.py) hold a Swift API to, each found missing here by

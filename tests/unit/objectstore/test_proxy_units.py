@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from stratus.config import ConfigError
-from stratus.objectstore.proxy.auth import KeystoneAuth, parse_acl, parse_signature, validate_acl
+from stratus.objectstore.proxy.auth import (KeystoneAuth, TempURLGrant, parse_acl, parse_signature,
+                                            validate_acl)
 from stratus.objectstore.proxy.core import Info, check_metadata
 from stratus.objectstore.proxy.http import ASGIAdapter, Req, SwiftError, fault, split_source
 from stratus.objectstore.proxy.large import check_conditions, parse_range, slo_etag
@@ -88,6 +89,40 @@ def test_authorize_owner_reseller_acl_and_anonymous():
     auth.authorize(_req("GET", "/v1/AUTH_p1/c/o", None), public)
     with pytest.raises(SwiftError):  # listing needs .rlistings
         auth.authorize(_req("GET", "/v1/AUTH_p1/c", None), public)
+
+
+def test_tempurl_grant_reach():
+    auth = KeystoneAuth(app=None)
+    info = Info(204, {}, 10)
+
+    def check(grant, method, path, allowed):
+        req = Req(method, path, {}, {}, None, {"ctx": None, "tempurl": grant})
+        if allowed:
+            auth.authorize(req, info)
+            return
+        with pytest.raises(SwiftError) as exc:
+            auth.authorize(req, info)
+        assert exc.value.status == 401
+
+    account_get = TempURLGrant("AUTH_p1", None, ("c", "o"), "GET")
+    check(account_get, "GET", "/v1/AUTH_p1/c/o", True)
+    check(account_get, "GET", "/v1/AUTH_p1/segs/s1", True)     # a large object's segment
+    check(account_get, "GET", "/v1/AUTH_p1/segs", True)        # a DLO's listing
+    check(account_get, "GET", "/v1/AUTH_p2/c/o", False)        # never another account
+    check(account_get, "GET", "/v1/AUTH_p2/segs/s1", False)
+    check(account_get, "GET", "/v1/AUTH_p1", False)
+    check(account_get, "PUT", "/v1/AUTH_p1/c/o", False)
+    check(account_get, "DELETE", "/v1/AUTH_p1/segs/s1", False)
+    container_get = TempURLGrant("AUTH_p1", "c", ("c", "o"), "GET")
+    check(container_get, "GET", "/v1/AUTH_p1/c/s1", True)
+    check(container_get, "GET", "/v1/AUTH_p1/segs/s1", False)
+    check(container_get, "GET", "/v1/AUTH_p1/segs", False)
+    put = TempURLGrant("AUTH_p1", None, ("c", "o"), "PUT")
+    check(put, "PUT", "/v1/AUTH_p1/c/o", True)
+    check(put, "HEAD", "/v1/AUTH_p1/c/o", True)
+    check(put, "HEAD", "/v1/AUTH_p1/segs/s1", False)   # a manifest's segment check
+    check(put, "PUT", "/v1/AUTH_p1/c/other", False)
+    check(put, "GET", "/v1/AUTH_p1/c", False)
 
 
 def test_tempurl_signature_forms():
