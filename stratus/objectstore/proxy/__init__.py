@@ -76,8 +76,10 @@ class Edge:
         if path == "/healthcheck":
             return Resp(200, {"content-type": "text/plain"}, b"OK")
         if path in ("/info", "/info/"):
+            if req.method == "OPTIONS":
+                return Resp(200, {"allow": "GET, HEAD, OPTIONS"}, b"")
             if req.method not in ("GET", "HEAD"):
-                raise SwiftError(405, "Use GET /info", {"allow": "GET, HEAD"})
+                raise SwiftError(405, "Use GET /info", {"allow": "GET, HEAD, OPTIONS"})
             return Resp(200, {"content-type": "application/json; charset=UTF-8"}, self.info)
         for name, value in req.headers.items():
             if len(name) + len(value) + 2 > MAX_HEADER_SIZE:
@@ -122,7 +124,7 @@ class Proxy:
         app = large.LargeObjects(app, self.core, settings)
         app = copy.Copy(app, self.core)
         app = bulk.BulkDelete(app, self.core)
-        app = auth.KeystoneAuth(app, operator_roles=settings.operator_roles,
+        app = auth.KeystoneAuth(app, self.core, operator_roles=settings.operator_roles,
                                 reader_roles=settings.reader_roles,
                                 reseller_admin_role=settings.reseller_admin_role)
         app = cors.CORS(app, self.core)  # above the auth: a preflight carries no token

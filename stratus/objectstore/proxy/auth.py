@@ -27,9 +27,10 @@ from urllib.parse import quote
 
 import httpx
 
-from .http import Req, Resp, SwiftError, fault
+from .http import PROJECT_DOMAIN_SYSMETA, Req, Resp, SwiftError, fault
 
 RESELLER_PREFIX = "AUTH_"
+DEFAULT_DOMAIN_ID = "default"  # the identity service's default domain
 
 
 def parse_acl(value: str) -> tuple[list[str], list[str]]:
@@ -86,9 +87,12 @@ def validate_acl(value: str, header: str) -> None:
 class KeystoneAuth:
     """Identify the caller; install the authorize callable."""
 
-    def __init__(self, app, *, operator_roles=("admin", "member", "swiftoperator"),
-                 reader_roles=("reader",), reseller_admin_role="ResellerAdmin"):
+    def __init__(self, app, core=None, *, operator_roles=("admin", "member", "swiftoperator"),
+                 reader_roles=("reader",), reseller_admin_role="ResellerAdmin",
+                 default_domain_id: str = DEFAULT_DOMAIN_ID):
         self.app = app
+        self.core = core
+        self.default_domain_id = default_domain_id
         self.operator_roles = {r.lower() for r in operator_roles}
         self.reader_roles = {r.lower() for r in reader_roles}
         self.reseller_admin_role = reseller_admin_role.lower()
@@ -96,14 +100,51 @@ class KeystoneAuth:
     async def __call__(self, req: Req) -> Resp:
         if "authorize" not in req.env and not req.env.get("internal"):
             req.env["authorize"] = self.authorize
-        if req.env.get("ctx") is not None and not req.env.get("subrequest"):
-            req.env["reseller"] = self.is_reseller(req.env["ctx"])
+        ctx = req.env.get("ctx")
+        if ctx is not None and not req.env.get("subrequest"):
+            req.env["reseller"] = self.is_reseller(ctx)
+            if self.core is not None and req.account:
+                await self._learn_domains(req, ctx)
         # ACL headers are only for account owners to set, and must parse
         if req.method in ("PUT", "POST") and req.container and not req.obj:
             for name in ("x-container-read", "x-container-write"):
                 if name in req.headers:
                     validate_acl(req.headers[name], name.title())
         return await self.app(req)
+
+    async def _learn_domains(self, req: Req, ctx) -> None:
+        """Which accounts this request may reach by ACL names (``env["acl_names"]``, by
+        account: the request's own and a copy's other side), and, when the owner creates or
+        updates their account, the domain of its project, kept as account sysmeta."""
+        own = f"{RESELLER_PREFIX}{ctx.project_id}"
+        accounts = {req.account}
+        for header in ("x-copy-from-account", "destination-account"):
+            value = req.headers.get(header, "").strip().strip("/")
+            if value:
+                accounts.add(value)
+        caller_in_default = (ctx.user_domain_id or self.default_domain_id) == \
+            self.default_domain_id and (ctx.project_domain_id or self.default_domain_id) == \
+            self.default_domain_id
+        names = {}
+        for account in accounts:
+            if not caller_in_default:
+                names[account] = False
+            elif account == own:
+                names[account] = True  # the caller's project: in the default domain
+            else:
+                info = await self.core.account_info(account)
+                names[account] = info.exists and info.headers.get(
+                    PROJECT_DOMAIN_SYSMETA, self.default_domain_id) == self.default_domain_id
+        req.env["acl_names"] = names
+        creating = (req.method == "POST" and req.container is None) or \
+            (req.method == "PUT" and req.container is not None and req.obj is None)
+        if creating and req.account == own and ctx.project_domain_id:
+            info = await self.core.account_info(own)
+            if PROJECT_DOMAIN_SYSMETA not in info.headers:
+                if req.container is None:
+                    req.headers[PROJECT_DOMAIN_SYSMETA] = ctx.project_domain_id
+                else:  # a container PUT creates the account on first use
+                    req.env["account_sysmeta"] = {PROJECT_DOMAIN_SYSMETA: ctx.project_domain_id}
 
     def is_reseller(self, ctx) -> bool:
         return any(r.lower() == self.reseller_admin_role for r in ctx.roles)
@@ -142,18 +183,24 @@ class KeystoneAuth:
             if req.obj is not None or ".rlistings" in groups:
                 if referrers and referrer_allowed(req.headers.get("referer", ""), referrers):
                     return
-            if ctx is not None and self._user_matches(ctx, groups):
+            if ctx is not None and self._user_matches(req, ctx, groups):
                 return
         elif req.obj is not None and req.method in ("PUT", "POST", "DELETE"):
             _, groups = parse_acl(cinfo.meta("x-container-write"))
-            if ctx is not None and self._user_matches(ctx, groups):
+            if ctx is not None and self._user_matches(req, ctx, groups):
                 return
         raise self._refuse(req)
 
     @staticmethod
-    def _user_matches(ctx, groups: list[str]) -> bool:
-        projects = {"*", ctx.project_id or "", ctx.project_name or ""}
-        users = {"*", ctx.user_id, ctx.user_name}
+    def _user_matches(req: Req, ctx, groups: list[str]) -> bool:
+        """Whether an ACL's ``project:user`` entries name the caller. Names count only where
+        both sides are in the default domain (see :meth:`_learn_domains`): elsewhere a name
+        could belong to another domain's project or user, so only ids do."""
+        projects = {"*", ctx.project_id or ""}
+        users = {"*", ctx.user_id}
+        if req.env.get("acl_names", {}).get(req.account, False):
+            projects.add(ctx.project_name or "")
+            users.add(ctx.user_name)
         for entry in groups:
             if ":" not in entry:
                 continue

@@ -26,7 +26,7 @@ from stratus.objectstore.httpclient import NodeConnectionError
 from stratus.objectstore.nodeclient import (NodeClient, quorum_status, update_target_headers)
 from stratus.objectstore.ring import RingCache
 
-from .http import Req, Resp, SwiftError, fault, normalize_timestamp
+from .http import PROJECT_DOMAIN_SYSMETA, Req, Resp, SwiftError, fault, normalize_timestamp
 
 log = logging.getLogger("stratus.objectstore.proxy")
 
@@ -260,6 +260,9 @@ class Core:
         if kind == "container":
             out.setdefault("x-storage-policy", "Policy-0")
         else:
+            domain = headers.get(PROJECT_DOMAIN_SYSMETA)
+            if domain is not None:
+                out["x-account-project-domain-id"] = domain  # shown, as Swift's keystoneauth does
             for src, dst in (("x-account-container-count", "container-count"),
                              ("x-account-object-count", "object-count"),
                              ("x-account-bytes-used", "bytes-used")):
@@ -267,14 +270,16 @@ class Core:
         out["content-type"] = "text/plain; charset=utf-8"
         return out
 
-    async def ensure_account(self, account: str) -> None:
+    async def ensure_account(self, account: str, sysmeta: dict | None = None) -> None:
+        """Create the account on first use, with ``sysmeta`` (what the auth learned of it,
+        such as its project's domain)."""
         info = await self.account_info(account)
         if info.exists:
             return
         if info.status != 404 or not self.account_autocreate:
             raise self._status_fault(info.status, "Account")
         results = await self._db_write("PUT", account, None,
-                                       {"X-Timestamp": normalize_timestamp()})
+                                       {**(sysmeta or {}), "X-Timestamp": normalize_timestamp()})
         status = quorum_status([r.status for r in results], len(results))
         self.forget(account)
         if status >= 300:
@@ -285,7 +290,7 @@ class Core:
         headers = {k: v for k, v in req.headers.items()
                    if k.startswith(("x-account-meta-", "x-remove-account-meta-",
                                     "x-account-sysmeta-", "x-remove-account-sysmeta-"))}
-        await self.ensure_account(req.account)
+        await self.ensure_account(req.account, req.env.get("account_sysmeta"))
         headers["X-Timestamp"] = normalize_timestamp()
         results = await self._db_write("POST", req.account, None, headers)
         self.forget(req.account)
@@ -347,7 +352,7 @@ class Core:
 
     async def container_put(self, req: Req) -> Resp:
         headers = self.container_headers(req)
-        await self.ensure_account(req.account)
+        await self.ensure_account(req.account, req.env.get("account_sysmeta"))
         results = await self._db_write("PUT", req.account, req.container,
                                        dict(headers, **{"X-Timestamp": normalize_timestamp()}))
         self.forget(req.account, req.container)

@@ -33,6 +33,11 @@ _CLIENT_DROPPED = INTERNAL_PREFIXES + ("x-remove-object-sysmeta-", "x-remove-con
 HIDDEN_PREFIXES = INTERNAL_PREFIXES + ("x-put-timestamp", "x-delete-timestamp")
 
 
+# The domain of the project an account belongs to, learned from its owner's token: names in
+# ACLs are only trusted in the default domain (a name is unique only within its domain).
+PROJECT_DOMAIN_SYSMETA = "x-account-sysmeta-project-domain-id"
+
+
 class SwiftError(Exception):
     """A fault answered in Swift's style (short HTML body), with optional headers."""
 
@@ -101,7 +106,7 @@ class Req:
         env = {"trans_id": self.env.get("trans_id"), "subrequest": True}
         sub_headers = dict(headers or {})
         if keep_auth:
-            for key in ("ctx", "tempurl", "authorize"):
+            for key in ("ctx", "tempurl", "authorize", "acl_names"):
                 if key in self.env:
                     env[key] = self.env[key]
             # a referrer ACL (".r:") grants by the caller's Referer: segment reads and

@@ -428,6 +428,58 @@ def test_referrer_acl_covers_segments_only_where_granted(oscloud, demo, cont):
         stranger.close()
 
 
+def test_acl_names_count_only_in_the_default_domain(oscloud, demo, cont):
+    """A project:user name in an ACL could be another domain's: names grant nothing to a
+    caller from another domain, nor on an account whose project is in one; ids always do."""
+    conn = oscloud.sdk("admin")
+    tag = uuid.uuid4().hex[:8]
+    domain = conn.identity.create_domain(name=f"dom-{tag}")
+    project = conn.identity.create_project(name=f"p-{tag}", domain_id=domain.id)
+    password = uuid.uuid4().hex
+    user = conn.identity.create_user(name=f"u-{tag}", password=password, domain_id=domain.id,
+                                     default_project_id=project.id)
+    conn.identity.assign_project_role_to_user(project, user, conn.identity.find_role("member"))
+    conn.close()
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user.name, "domain": {"id": domain.id}, "password": password}}},
+        "scope": {"project": {"id": project.id}}}}
+    r = httpx.post(f"{oscloud.identity_url}/v3/auth/tokens", json=body, timeout=30)
+    outsider = Account(oscloud, r.headers["x-subject-token"], project.id)
+    try:
+        # their account, created by their first container, records its project's domain
+        assert outsider.request("PUT", "/own").status_code == 201
+        assert outsider.request("HEAD", "").headers["x-account-project-domain-id"] == domain.id
+        assert outsider.request("PUT", "/own/o", content=b"theirs").status_code == 201
+        demo.request("PUT", f"/{cont}/o", content=b"ours")
+        reader = Account(oscloud, outsider.token, project.id)
+        reader.url = demo.url
+        demo.request("POST", f"/{cont}", headers={"X-Container-Read": f"{project.name}:{user.name}"})
+        assert reader.request("GET", f"/{cont}/o").status_code == 403
+        demo.request("POST", f"/{cont}", headers={"X-Container-Read": f"{project.id}:{user.id}"})
+        assert reader.request("GET", f"/{cont}/o").content == b"ours"
+        # the other way: their container names us, but their account is not in our domain
+        ours = Account(oscloud, demo.token, demo.project_id)
+        ours.url = outsider.url
+        demo_user = httpx.get(f"{oscloud.identity_url}/v3/auth/tokens", headers={
+            "X-Auth-Token": demo.token, "X-Subject-Token": demo.token}).json()["token"]
+        names = f"{demo_user['project']['name']}:{demo_user['user']['name']}"
+        outsider.request("POST", "/own", headers={"X-Container-Read": names})
+        assert ours.request("GET", "/own/o").status_code == 403
+        outsider.request("POST", "/own", headers={
+            "X-Container-Read": f"{demo.project_id}:{demo_user['user']['id']}"})
+        assert ours.request("GET", "/own/o").content == b"theirs"
+        ours.close()
+        reader.close()
+    finally:
+        outsider.close()
+
+
+def test_info_answers_options(oscloud):
+    r = httpx.options(f"{oscloud.url}/info")
+    assert r.status_code == 200 and "OPTIONS" in r.headers["allow"]
+    assert httpx.post(f"{oscloud.url}/info").status_code == 405
+
+
 def test_copy_of_a_dlo_is_its_content_now(demo, cont):
     demo.request("PUT", f"/{cont}/parts/1", content=b"one-")
     demo.request("PUT", f"/{cont}/dlo", content=b"",
