@@ -8,6 +8,7 @@ import pytest
 
 from stratus.objectstore.nodeclient import quorum_status
 from stratus.objectstore.storage import diskfile
+from stratus.objectstore.storage.common import row_timestamp, valid_row_timestamp
 from stratus.objectstore.storage.db import AccountBroker, ContainerBroker
 from stratus.objectstore.storage.diskfile import (BLOCK_SIZE, DiskFileCorrupt, ObjectReader,
                                                   ObjectWriter)
@@ -242,6 +243,27 @@ def test_container_rows_merge_by_timestamp_in_any_order(container):
     # applying the same rows again, reversed, changes nothing
     assert container.merge_items(list(reversed(rows))) == 0
     assert container.list_objects(10) == [("o", ts(3), 10, "t", "e3")]
+
+
+def test_rows_sent_by_a_post_order_by_the_data_first(container):
+    """A POST's row (<data ts>+<post ts>) replaces the row of the data it was made on, but a
+    replica that still held older data cannot hide a newer PUT's row with it."""
+    put_old, put_new, post = ts(2), ts(3), ts(4)
+    container.merge_items([("o", put_new, 30, "a/new", "e3", 0)])
+    stale = ("o", row_timestamp(put_old, post), 20, "b/posted", "e2", 0)
+    assert container.merge_items([stale]) == 0
+    fresh = ("o", row_timestamp(put_new, post), 30, "b/posted", "e3", 0)
+    assert container.merge_items([fresh]) == 1
+    assert container.list_objects(10) == [("o", fresh[1], 30, "b/posted", "e3")]
+    # a later PUT or DELETE wins over both; so does a later POST on the same data
+    later_post = ("o", row_timestamp(put_new, ts(5)), 30, "c/again", "e3", 0)
+    assert container.merge_items([later_post, stale]) == 1
+    assert container.merge_items([("o", ts(6), 0, "", "", 1)]) == 1
+    assert container.get_info()["object_count"] == 0
+    assert valid_row_timestamp(f"{put_new}+{post}") == fresh[1]
+    assert valid_row_timestamp("3.5+4") == row_timestamp(ts(3.5), ts(4))
+    for bad in ("3+", "+4", "x+4", "3+4+5", ""):
+        assert valid_row_timestamp(bad) is None, bad
 
 
 def test_container_listing_rules(container):
