@@ -21,6 +21,7 @@ import orjson
 from stratus.common.requestid import request_id_var
 
 from .http import ASGIAdapter, Req, Resp, SwiftError, new_trans_id
+from .large import HEARTBEAT_INTERVAL
 
 access_log = logging.getLogger("stratus.api")  # the logger of every service's access lines
 
@@ -43,7 +44,7 @@ def info_document(settings) -> dict:
         },
         "slo": {"max_manifest_segments": settings.max_manifest_segments,
                 "max_manifest_size": settings.max_manifest_size,
-                "min_segment_size": 1, "yield_frequency": 10,
+                "min_segment_size": 1, "yield_frequency": int(HEARTBEAT_INTERVAL),
                 "allow_async_delete": False},
         "dlo": {"max_segments": 10000},
         "bulk_delete": {"max_deletes_per_request": 10000, "max_failed_deletes": 1000},
