@@ -1,7 +1,8 @@
 """Swift's bulk operations: many objects in one request.
 
-Bulk delete: ``POST /v1/<account>?bulk-delete`` (or ``DELETE ...?bulk-delete``) with a
-newline-separated list of URL-encoded ``/container/object`` or ``/container`` names.
+Bulk delete: ``POST /v1/<account>?bulk-delete`` (or ``DELETE ...?bulk-delete``, or either sent
+to a URL below the account) with a newline-separated list of URL-encoded ``/container/object``
+or ``/container`` names, all in the account.
 
 Each name is deleted through the rest of the pipeline as the caller (so ACLs apply). The reply
 is 200 with Swift's report — JSON when the client accepts it (swiftclient does), plain text
@@ -49,9 +50,8 @@ class BulkDelete:
     async def __call__(self, req: Req) -> Resp:
         if "bulk-delete" not in req.query or req.method not in ("POST", "DELETE"):
             return await self.app(req)
-        if req.container is not None:
-            raise SwiftError(400, "bulk-delete is an account-level request: POST /v1/<account>"
-                                  "?bulk-delete")
+        # the names are the account's wherever in it the request is sent (as in Swift:
+        # clients send it to a container's or an object's URL too)
         raw = await req.read_body(MAX_DELETES * (MAX_PATH + 1))
         names = [unquote(line.strip()) for line in raw.decode("utf-8", "surrogateescape")
                  .splitlines() if line.strip()]
@@ -305,7 +305,12 @@ class BulkUpload:
         # the first thing the work does is ask for the body: the client's 100 Continue goes
         # out before the 200, never after it. Most archives are done within the interval and
         # answered in one piece.
-        if (await asyncio.wait({work}, timeout=self.heartbeat_interval))[0]:
+        try:
+            finished = (await asyncio.wait({work}, timeout=self.heartbeat_interval))[0]
+        except asyncio.CancelledError:  # the request is abandoned: so is its work
+            work.cancel()
+            raise
+        if finished:
             fields, errors = work.result()
             return Resp(200, {"content-type": ctype},
                         report_body(ctype, fields, errors, "extract"))

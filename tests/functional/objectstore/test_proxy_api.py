@@ -511,6 +511,13 @@ def test_bulk_delete(demo, cont):
     assert r.status_code == 200 and doc["Number Deleted"] == 4 and doc["Number Not Found"] == 1
     assert doc["Errors"] == [] and doc["Response Status"] == "200 OK"
     assert demo.request("HEAD", f"/{cont}").status_code == 404
+    # sent to a URL below the account (as upstream's tests do): the names are the account's
+    assert demo.request("PUT", f"/{cont}").status_code == 201
+    demo.request("PUT", f"/{cont}/o", content=b"x")
+    r = demo.request("DELETE", f"/{cont}/o?bulk-delete", content=f"{cont}/o".encode(),
+                     headers={"Accept": "application/json"})
+    assert r.json()["Number Deleted"] == 1
+    assert demo.request("HEAD", f"/{cont}/o").status_code == 404
 
 
 def _tar_archive(files: dict[str, bytes], compression: str = "") -> bytes:
