@@ -2,8 +2,9 @@
 
 The pipeline, outermost first (each a small filter in its own module, as Swift's middlewares)::
 
-    healthcheck, /info → v1 auth → S3 (/s3) → tempurl → keystone auth → bulk delete → copy → large
-    objects (SLO, DLO) → versioned writes → quotas → core (rings + nodes)
+    healthcheck, /info → v1 auth → S3 (/s3) → tempurl → CORS → keystone auth → bulk delete →
+    bulk upload → copy → large objects (SLO, DLO) → versioned writes → quotas → core (rings +
+    nodes)
 
 ``create_proxy_app(...)`` returns the ASGI app; :class:`Proxy` keeps the pieces so that the
 service can close them. Settings (``[objectstore]``) are read in :mod:`.settings`.
@@ -28,6 +29,8 @@ access_log = logging.getLogger("stratus.api")  # the logger of every service's a
 
 def info_document(settings) -> dict:
     """The /info capabilities (what swiftclient and tempest read)."""
+    from . import bulk
+
     return {
         "swift": {
             "version": "2.34.0",
@@ -47,7 +50,10 @@ def info_document(settings) -> dict:
                 "min_segment_size": 1, "yield_frequency": int(HEARTBEAT_INTERVAL),
                 "allow_async_delete": False},
         "dlo": {"max_segments": 10000},
-        "bulk_delete": {"max_deletes_per_request": 10000, "max_failed_deletes": 1000},
+        "bulk_delete": {"max_deletes_per_request": bulk.MAX_DELETES,
+                        "max_failed_deletes": bulk.MAX_FAILED},
+        "bulk_upload": {"max_containers_per_extraction": bulk.MAX_CONTAINERS_PER_EXTRACTION,
+                        "max_failed_extractions": bulk.MAX_FAILED_EXTRACTIONS},
         "tempurl": {"methods": ["GET", "HEAD", "PUT", "POST", "DELETE"],
                     "incoming_remove_headers": ["x-timestamp"],
                     "incoming_allow_headers": [],
@@ -124,6 +130,7 @@ class Proxy:
         self.versioning = app
         app = large.LargeObjects(app, self.core, settings)
         app = copy.Copy(app, self.core)
+        app = bulk.BulkUpload(app, self.core)
         app = bulk.BulkDelete(app, self.core)
         app = auth.KeystoneAuth(app, self.core, operator_roles=settings.operator_roles,
                                 reader_roles=settings.reader_roles,

@@ -136,14 +136,16 @@ class KeystoneAuth:
                 names[account] = info.exists and info.headers.get(
                     PROJECT_DOMAIN_SYSMETA, self.default_domain_id) == self.default_domain_id
         req.env["acl_names"] = names
-        creating = (req.method == "POST" and req.container is None) or \
+        # a bulk upload creates the containers its archive names, wherever it is sent
+        extracting = req.method == "PUT" and "extract-archive" in req.query
+        creating = (req.method == "POST" and req.container is None) or extracting or \
             (req.method == "PUT" and req.container is not None and req.obj is None)
         if creating and req.account == own and ctx.project_domain_id:
             info = await self.core.account_info(own)
             if PROJECT_DOMAIN_SYSMETA not in info.headers:
-                if req.container is None:
+                if req.container is None and not extracting:
                     req.headers[PROJECT_DOMAIN_SYSMETA] = ctx.project_domain_id
-                else:  # a container PUT creates the account on first use
+                else:  # a container PUT (a bulk upload's too) creates the account on first use
                     req.env["account_sysmeta"] = {PROJECT_DOMAIN_SYSMETA: ctx.project_domain_id}
 
     def is_reseller(self, ctx) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 import uuid
@@ -59,6 +61,8 @@ def test_info_healthcheck_and_transaction_ids(oscloud, demo):
                 "container_quotas"):
         assert key in info
     assert set(info["tempurl"]["methods"]) >= {"GET", "PUT", "HEAD"}
+    assert info["bulk_upload"] == {"max_containers_per_extraction": 10000,
+                                   "max_failed_extractions": 1000}
     r = httpx.get(f"{oscloud.url}/healthcheck")
     assert r.status_code == 200 and r.text == "OK"
     r = demo.request("HEAD", "")
@@ -507,6 +511,120 @@ def test_bulk_delete(demo, cont):
     assert r.status_code == 200 and doc["Number Deleted"] == 4 and doc["Number Not Found"] == 1
     assert doc["Errors"] == [] and doc["Response Status"] == "200 OK"
     assert demo.request("HEAD", f"/{cont}").status_code == 404
+    # sent to a URL below the account (as upstream's tests do): the names are the account's
+    assert demo.request("PUT", f"/{cont}").status_code == 201
+    demo.request("PUT", f"/{cont}/o", content=b"x")
+    r = demo.request("DELETE", f"/{cont}/o?bulk-delete", content=f"{cont}/o".encode(),
+                     headers={"Accept": "application/json"})
+    assert r.json()["Number Deleted"] == 1
+    assert demo.request("HEAD", f"/{cont}/o").status_code == 404
+
+
+def _tar_archive(files: dict[str, bytes], compression: str = "") -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:" + compression) as tar:
+        info = tarfile.TarInfo("skipped-dir")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt,compression", [("tar", ""), ("tar.gz", "gz"), ("tar.bz2", "bz2")])
+def test_bulk_upload_at_account_container_and_prefix(demo, fmt, compression):
+    new = f"bu-{uuid.uuid4().hex[:6]}"
+    big = os.urandom(1536 * 1024)  # more than one piece of the body
+    # account level: the first part of each path is the container (created as needed)
+    archive = _tar_archive({f"{new}/a.txt": b"alpha", f"./{new}/d/big.bin": big,
+                            "top-level-file": b"lands nowhere"}, compression)
+    r = demo.request("PUT", f"?extract-archive={fmt}", content=archive,
+                     headers={"Accept": "application/json", "X-Object-Meta-Batch": "one"})
+    doc = r.json()
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert doc == {"Number Files Created": 2, "Response Status": "201 Created",
+                   "Response Body": "", "Errors": []}
+    listing = demo.request("GET", f"/{new}?format=json").json()
+    assert [o["name"] for o in listing] == ["a.txt", "d/big.bin"]
+    assert listing[0]["content_type"] == "text/plain"
+    assert demo.request("GET", f"/{new}/d/big.bin").content == big
+    assert demo.request("HEAD", f"/{new}/a.txt").headers["x-object-meta-batch"] == "one"
+    # container level, sent in pieces (chunked): paths are objects in that container
+    def pieces(data):
+        for i in range(0, len(data), 100000):
+            yield data[i:i + 100000]
+    archive = _tar_archive({"x/y.txt": b"xy", "z": b"zz"}, compression)
+    r = demo.request("PUT", f"/{new}?extract-archive={fmt}", content=pieces(archive))
+    assert r.status_code == 200 and r.headers["content-type"] == "text/plain"
+    assert r.text.strip().splitlines() == ["Number Files Created: 2", "Response Body: ",
+                                           "Response Status: 201 Created", "Errors:"]
+    assert demo.request("GET", f"/{new}/x/y.txt").content == b"xy"
+    # prefix level: under a pseudo-directory of the container
+    r = demo.request("PUT", f"/{new}/pre/fix/?extract-archive={fmt}", content=archive,
+                     headers={"Accept": "application/json"})
+    assert r.json()["Number Files Created"] == 2
+    names = [o["name"] for o in demo.request("GET", f"/{new}?format=json").json()]
+    assert names == ["a.txt", "d/big.bin", "pre/fix/x/y.txt", "pre/fix/z", "x/y.txt", "z"]
+    # the archive's containers only: nothing else appeared in the account
+    assert not any(c["name"] in ("top-level-file", "skipped-dir")
+                   for c in demo.request("GET", "?format=json").json())
+
+
+def test_bulk_upload_reports_refusals_and_bad_archives(oscloud, demo, cont):
+    project, user, password = make_project_user(oscloud)
+    token, project_id = login(oscloud, user, password, project)
+    other = Account(oscloud, token, demo.project_id)
+    try:
+        archive = _tar_archive({f"{cont}/theirs": b"intruder", "their-own/o": b"x"})
+        r = other.request("PUT", "?extract-archive=tar", content=archive,
+                          headers={"Accept": "application/json"})
+        doc = r.json()
+        assert r.status_code == 200 and doc["Response Status"] == "400 Bad Request"
+        assert doc["Number Files Created"] == 0
+        assert sorted(doc["Errors"]) == sorted([
+            [f"/v1/AUTH_{demo.project_id}/{cont}", "403 Forbidden"],
+            [f"{cont}/theirs", "403 Forbidden"],
+            [f"/v1/AUTH_{demo.project_id}/their-own", "403 Forbidden"],
+            ["their-own/o", "403 Forbidden"]])
+        assert demo.request("GET", f"/{cont}/theirs").status_code == 404
+        assert demo.request("HEAD", "/their-own").status_code == 404
+        # a write ACL lets them in (the container check they may not make is not an error)
+        assert demo.request("POST", f"/{cont}", headers={
+            "X-Container-Write": f"{project_id}:*"}).status_code == 204
+        r = other.request("PUT", f"/{cont}?extract-archive=tar",
+                          content=_tar_archive({"theirs": b"invited"}),
+                          headers={"Accept": "application/json"})
+        assert r.json() == {"Number Files Created": 1, "Response Status": "201 Created",
+                            "Response Body": "", "Errors": []}
+        assert demo.request("GET", f"/{cont}/theirs").content == b"invited"
+    finally:
+        other.close()
+    # bad archives: 400 reports, nothing stored
+    before = demo.request("GET", f"/{cont}?format=json").json()
+    for body, fmt, message in ((b"garbage " * 500, "tar", "Invalid Tar File: "),
+                               (_tar_archive({"o": b"x"}), "tar.gz", "not a gzip file"),
+                               (_tar_archive({"o": b"x"}, "gz"), "tar.bz2", "Invalid Tar File"),
+                               (_tar_archive({}), "tar", "No Valid Files")):
+        r = demo.request("PUT", f"/{cont}?extract-archive={fmt}", content=body,
+                         headers={"Accept": "application/json"})
+        doc = r.json()
+        assert r.status_code == 200 and doc["Response Status"] == "400 Bad Request", doc
+        assert message in doc["Response Body"] and doc["Number Files Created"] == 0
+    r = demo.request("PUT", f"/{cont}?extract-archive=zip", content=_tar_archive({"o": b"x"}))
+    assert r.status_code == 400 and "Response Status: 400 Bad Request" in r.text
+    assert "Unsupported archive format" in r.text
+    # a member too big, a name too long: reported, the rest stored
+    archive = _tar_archive({"ok": b"fine", "big": b"\0" * (MAX_FILE + 1),
+                            "n" * 1100: b"long"})
+    doc = demo.request("PUT", f"/{cont}?extract-archive=tar", content=archive,
+                       headers={"Accept": "application/json"}).json()
+    assert doc["Number Files Created"] == 1 and doc["Response Status"] == "400 Bad Request"
+    assert sorted(doc["Errors"]) == sorted([[f"{cont}/big", "413 Request Entity Too Large"],
+                                            [f"{cont}/{'n' * 1100}", "400 Bad Request"]])
+    after = demo.request("GET", f"/{cont}?format=json").json()
+    assert [o["name"] for o in after] == sorted([o["name"] for o in before] + ["ok"])
 
 
 @pytest.mark.parametrize("header", ["X-History-Location", "X-Versions-Location"])

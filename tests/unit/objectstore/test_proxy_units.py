@@ -6,15 +6,20 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
+import os
+import tarfile
 from types import SimpleNamespace
 
+import orjson
 import pytest
 
 from stratus.config import ConfigError
 from stratus.objectstore.proxy.auth import (KeystoneAuth, TempURLGrant, parse_acl, parse_signature,
                                             validate_acl)
+from stratus.objectstore.proxy.bulk import MEMBER_PIECE, BulkUpload
 from stratus.objectstore.proxy.core import Info, check_metadata
-from stratus.objectstore.proxy.http import ASGIAdapter, Req, SwiftError, fault, split_source
+from stratus.objectstore.proxy.http import ASGIAdapter, Req, Resp, SwiftError, fault, split_source
 from stratus.objectstore.proxy.large import check_conditions, parse_range, slo_etag
 from stratus.objectstore.proxy.settings import ObjectStoreSettings
 from stratus.objectstore.proxy.versioning import archive_prefix
@@ -202,3 +207,148 @@ def test_faults_are_swift_html_and_adapter_adds_trans_id():
     assert sent[0]["status"] == 409 and headers[b"x-trans-id"] == b"txabc-1"
     assert headers[b"x-openstack-request-id"] == b"txabc-1"
     assert b"conflict here" in sent[1]["body"]
+
+
+# -- bulk upload over a stand-in for the rest of the pipeline -----------------------------------
+class _RecordingStore:
+    """What the filters below bulk upload would do, in memory: containers and objects of one
+    account, a container named "locked" that the caller may neither read nor write."""
+
+    def __init__(self, containers=()):
+        self.containers = set(containers)
+        self.objects: dict[str, bytes] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.max_file_size = 1 << 30
+
+    async def __call__(self, req):
+        self.calls.append((req.method, req.path))
+        if req.container == "locked":
+            raise SwiftError(403, "Forbidden")
+        if req.obj is None:
+            if req.method == "HEAD":
+                return Resp(204 if req.container in self.containers else 404, {}, b"")
+            self.containers.add(req.container)
+            return Resp(201, {}, b"")
+        if req.container not in self.containers:
+            return Resp(404, {}, b"")
+        body = req.body
+        if not isinstance(body, bytes):
+            body = b"".join([bytes(piece) async for piece in body])
+        assert len(body) == int(req.headers["content-length"])
+        self.objects[f"{req.container}/{req.obj}"] = body
+        return Resp(201, {}, b"")
+
+
+def _tar(files: dict[str, bytes], compression: str = "", dirs=()) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:" + compression) as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+async def _pieces(data: bytes, size: int):
+    for i in range(0, len(data), size):
+        await asyncio.sleep(0)
+        yield data[i:i + size]
+
+
+def _extract(store, path, body, fmt="tar", accept="application/json", **limits):
+    async def run():
+        upload = BulkUpload(store, store, **limits)
+        req = Req("PUT", path, {"extract-archive": fmt},
+                  {"accept": accept, "transfer-encoding": "chunked"}, body,
+                  {"authorize": lambda *a: None})
+        resp = await upload(req)
+        return resp, await resp.read()
+    return asyncio.run(run())
+
+
+def test_bulk_upload_streams_a_compressed_archive_in_small_pieces():
+    big = os.urandom(3 * MEMBER_PIECE + 5)  # streamed to the store in pieces, not held
+    archive = _tar({"c/a.txt": b"alpha", "c/deep/big": big, "top-level": b"ignored"}, "gz",
+                   dirs=["c/emptydir"])
+    store = _RecordingStore()
+    resp, raw = _extract(store, "/v1/AUTH_a", _pieces(archive, 1000), "tar.gz")
+    doc = orjson.loads(raw)
+    assert resp.status == 200 and doc["Response Status"] == "201 Created", doc
+    assert doc["Number Files Created"] == 2 and doc["Errors"] == []
+    assert store.objects == {"c/a.txt": b"alpha", "c/deep/big": big}
+    # the container is checked once, created once
+    assert [c for c in store.calls if c[1] == "/v1/AUTH_a/c"] == [
+        ("HEAD", "/v1/AUTH_a/c"), ("PUT", "/v1/AUTH_a/c")]
+
+
+def test_bulk_upload_reports_refusals_bad_names_and_limits():
+    archive = _tar({"x/one": b"1", "./p/two": b"2", "locked/three": b"3",
+                    "x/" + "n" * 1100: b"4", "x/bad\udcfename": b"5"})
+    store = _RecordingStore({"x"})
+    _, raw = _extract(store, "/v1/AUTH_a", archive, accept="text/plain")
+    text = raw.decode()
+    assert "Number Files Created: 2\n" in text and "Response Status: 400 Bad Request\n" in text
+    assert "/v1/AUTH_a/locked, 403 Forbidden\n" in text
+    assert "locked/three, 403 Forbidden\n" in text
+    assert "x/" + "n" * 1100 + ", 400 Bad Request\n" in text
+    assert "x/bad%FEname, 412 Precondition Failed\n" in text
+    assert set(store.objects) == {"x/one", "p/two"}
+    # at a prefix in a container: every path lands under it
+    store = _RecordingStore({"c"})
+    _, raw = _extract(store, "/v1/AUTH_a/c/pre/", _tar({"a/b": b"ab", "z": b"z"}), "tar")
+    assert orjson.loads(raw)["Number Files Created"] == 2
+    assert set(store.objects) == {"c/pre/a/b", "c/pre/z"}
+    # no more containers than allowed are created; the report says why it stopped
+    store = _RecordingStore()
+    _, raw = _extract(store, "/v1/AUTH_a", _tar({"c1/o": b"1", "c2/o": b"2"}),
+                      max_containers=1)
+    doc = orjson.loads(raw)
+    assert doc["Response Status"] == "400 Bad Request" and "More than 1 container" in \
+        doc["Response Body"] and store.containers == {"c1"} and doc["Number Files Created"] == 1
+    # nor more failures than allowed: the rest of the archive is not read
+    store = _RecordingStore()
+    _, raw = _extract(store, "/v1/AUTH_a", _tar({"locked/a": b"", "locked/b": b"",
+                                                 "ok/c": b""}), max_failed=2)
+    assert orjson.loads(raw)["Errors"] == [["/v1/AUTH_a/locked", "403 Forbidden"],
+                                           ["locked/a", "403 Forbidden"]]
+    assert store.objects == {}
+
+
+def test_bulk_upload_bad_archives_are_400_reports():
+    store = _RecordingStore({"c"})
+    for body, fmt, message in ((b"not a tar at all" * 100, "tar", "Invalid Tar File: "),
+                               (_tar({"c/o": b"x"}), "tar.gz", "not a gzip file"),
+                               (_tar({"c/o": b"x"}, "gz")[:-30], "tar.gz", "truncated"),
+                               # cut in the middle of a member being streamed to the nodes
+                               (_tar({"o": os.urandom(2 * MEMBER_PIECE)})[:MEMBER_PIECE * 3 // 2],
+                                "tar", "unexpected end of data"),
+                               (b"", "tar.bz2", "Invalid Tar File"),
+                               (_tar({}), "tar", "No Valid Files")):
+        # in small pieces: headers and members split across them
+        piece = min(7 + len(body) // 20, 65536)
+        resp, raw = _extract(store, "/v1/AUTH_a/c", _pieces(body, piece), fmt)
+        doc = orjson.loads(raw)
+        assert resp.status == 200 and doc["Response Status"] == "400 Bad Request", (fmt, doc)
+        assert message in doc["Response Body"], doc
+    assert store.objects == {}
+    resp, raw = _extract(store, "/v1/AUTH_a/c", b"", "zip")
+    assert resp.status == 400 and b"Unsupported archive format 'zip'" in raw
+
+
+def test_bulk_upload_sends_spaces_while_it_works():
+    class SlowStore(_RecordingStore):
+        async def __call__(self, req):
+            if req.obj is not None:
+                await asyncio.sleep(0.15)
+            return await super().__call__(req)
+
+    store = SlowStore({"c"})
+    archive = _tar({f"c/{i}": b"x" for i in range(4)})
+    resp, raw = _extract(store, "/v1/AUTH_a", archive, heartbeat_interval=0.1)
+    assert raw.startswith(b" ") and b"\r\n\r\n{" in raw
+    doc = orjson.loads(raw.split(b"\r\n\r\n", 1)[1])
+    assert doc["Number Files Created"] == 4 and doc["Response Status"] == "201 Created"
