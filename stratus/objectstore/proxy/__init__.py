@@ -21,8 +21,7 @@ import orjson
 
 from stratus.common.requestid import request_id_var
 
-from .http import ASGIAdapter, Req, Resp, SwiftError, new_trans_id
-from .large import HEARTBEAT_INTERVAL
+from .http import HEARTBEAT_INTERVAL, ASGIAdapter, Req, Resp, SwiftError, new_trans_id
 
 access_log = logging.getLogger("stratus.api")  # the logger of every service's access lines
 

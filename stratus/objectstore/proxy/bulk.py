@@ -32,8 +32,8 @@ from urllib.parse import unquote
 import orjson
 
 from .core import MAX_CONTAINER_NAME, MAX_OBJECT_NAME
-from .http import (Req, Resp, SwiftError, quote_path, report_body, report_type,
-                   status_line)
+from .http import (HEARTBEAT_INTERVAL, Req, Resp, SwiftError, quote_path, report_body,
+                   report_type, spaces_until, status_line)
 
 log = logging.getLogger("stratus.objectstore.proxy")
 
@@ -113,7 +113,6 @@ class BulkDelete:
 ARCHIVE_FORMATS = {"tar": "", "tar.gz": "gz", "tar.bz2": "bz2"}
 MAX_CONTAINERS_PER_EXTRACTION = 10000
 MAX_FAILED_EXTRACTIONS = 1000
-HEARTBEAT_INTERVAL = 10.0   # seconds between the spaces sent while an archive is extracted
 MEMBER_PIECE = 1 << 20      # a member's bytes go to the nodes in pieces of this size; one no
                             # larger is handed on whole (the nodes' small-body path)
 # errors of a damaged archive; tarfile turns most of them into ReadError, not all
@@ -321,9 +320,8 @@ class BulkUpload:
         """Spaces while the work goes on (so neither the client nor a proxy between gives
         up on a quiet connection), then the report."""
         try:
-            yield b" "
-            while not (await asyncio.wait({work}, timeout=self.heartbeat_interval))[0]:
-                yield b" "
+            async for space in spaces_until(work, self.heartbeat_interval):
+                yield space
             fields, errors = work.result()
             yield b"\r\n\r\n" + report_body(ctype, fields, errors, "extract")
         finally:

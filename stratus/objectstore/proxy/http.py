@@ -10,6 +10,7 @@ client we serve (swiftclient, openstacksdk, requests) treats them so.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass, field
@@ -179,6 +180,20 @@ def status_line(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Error"
+
+
+HEARTBEAT_INTERVAL = 10.0  # seconds between the spaces a long bulk-style answer sends
+
+
+async def spaces_until(work: asyncio.Future, interval: float = HEARTBEAT_INTERVAL):
+    """A space now and one every ``interval`` seconds until ``work`` is done: what a
+    bulk-style answer (manifest PUT with ``heartbeat=on``, archive extraction) sends before
+    its report, so that neither the client nor anything between gives up on a quiet
+    connection. Its caller reads ``work``'s outcome afterwards (and cancels it if the
+    client left)."""
+    yield b" "
+    while not (await asyncio.wait({work}, timeout=interval))[0]:
+        yield b" "
 
 
 def report_type(accept: str) -> str:

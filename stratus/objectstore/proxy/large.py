@@ -33,11 +33,11 @@ from urllib.parse import quote, unquote, urlencode
 import orjson
 
 from ..backend import LISTING_ETAG, LISTING_SIZE
-from .http import Req, Resp, SwiftError, header_text, report_body, report_type, status_line
+from .http import (Req, Resp, SwiftError, header_text, report_body, report_type,
+                   spaces_until, status_line)
 
 CONDITIONAL = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 MAX_DEPTH = 10
-HEARTBEAT_INTERVAL = 10.0  # seconds between the spaces a ?heartbeat=on manifest PUT sends
 # what Swift's reports say of these outcomes (clients compare the text)
 BAD_REQUEST_TEXT = ("Bad Request\nThe server could not comply with the request since it is "
                     "either malformed or otherwise incorrect.")
@@ -474,11 +474,10 @@ class LargeObjects:
         ctype = report_type(req.headers.get("accept", ""))
 
         async def report():
-            yield b" "
             work = asyncio.ensure_future(self.store_manifest(req, doc))
             try:
-                while not (await asyncio.wait({work}, timeout=HEARTBEAT_INTERVAL))[0]:
-                    yield b" "
+                async for space in spaces_until(work):
+                    yield space
             finally:
                 if not work.done():
                     work.cancel()
