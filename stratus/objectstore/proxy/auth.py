@@ -340,7 +340,7 @@ class TempURL:
             path = f"prefix:/{req.version}/{req.account}/{req.container}/{prefix}"
         else:
             path = req.path
-        methods = [req.method] if req.method != "HEAD" else ["HEAD", "GET", "PUT"]
+        methods = [req.method] if req.method != "HEAD" else ["HEAD", "GET", "PUT", "POST"]
         ok = False
         scope = None
         for key, key_scope in keys:

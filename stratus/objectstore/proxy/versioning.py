@@ -84,14 +84,18 @@ class VersionedWrites:
         if h.get("x-versions-location") and h.get("x-history-location"):
             raise SwiftError(400, "Only one of X-Versions-Location and X-History-Location "
                                   "may be set")
+        removes = ("x-remove-versions-location", "x-remove-history-location")
+        removing = any(h.get(k) for k in removes)
+        setting = False
         for name in ("x-versions-location", "x-history-location"):
             value = h.get(name)
             if value is None:
                 continue
             if value == "":
-                h["x-remove-" + name[2:]] = "1"
+                removing = True
                 del h[name]
                 continue
+            setting = True
             # a name sent unquoted arrives as its UTF-8 bytes read as latin-1
             target = unquote(header_text(value))
             if "/" in target.strip("/") or not target.strip("/"):
@@ -107,6 +111,11 @@ class VersionedWrites:
             h.pop("x-remove-history-location", None)
             other = "x-history-location" if name == "x-versions-location" else "x-versions-location"
             h["x-remove-" + other[2:]] = "1"
+        if removing and not setting:
+            # either X-Remove- header (or an empty location) ends versioning, whichever mode
+            # the container was in, as in Swift
+            for k in removes:
+                h[k] = "1"
 
     def _path(self, req: Req, container: str, obj: str) -> str:
         return f"/{req.version}/{req.account}/{container}/{obj}"

@@ -840,6 +840,18 @@ def account_key(demo):
     demo.request("POST", "", headers={"X-Remove-Account-Meta-Temp-URL-Key": "x"})
 
 
+def test_tempurl_head_takes_any_signature_of_its_object(oscloud, demo, cont, account_key):
+    """A HEAD checks what a GET, PUT or POST URL would act on (as Swift allows); it never
+    changes anything, and a DELETE URL's signature is not one of those."""
+    assert demo.request("PUT", f"/{cont}/o", content=b"x").status_code == 201
+    path = f"/v1/AUTH_{demo.project_id}/{cont}/o"
+    for method in ("HEAD", "GET", "PUT", "POST"):
+        assert httpx.head(_temp_url(oscloud, path, account_key, method)).status_code == 200
+    assert httpx.head(_temp_url(oscloud, path, account_key, "DELETE")).status_code == 401
+    # a POST URL's signature is good for a HEAD, not for a GET
+    assert httpx.get(_temp_url(oscloud, path, account_key, "POST")).status_code == 401
+
+
 def test_tempurl_get_of_a_dlo_reads_its_segments_within_the_keys_reach(oscloud, demo, cont,
                                                                        account_key):
     segs = f"{cont}-segs"
@@ -1238,6 +1250,20 @@ def test_versions_location_sent_as_utf8_and_set_wins_over_remove(demo, cont):
         assert demo.request("PUT", f"/{cont}/v", content=body).status_code == 201
     listed = _archive_listing(demo, archive)
     assert len(listed) == 1 and listed[0]["name"].startswith("001v/")
+
+
+@pytest.mark.parametrize("mode", ["X-Versions-Location", "X-History-Location"])
+def test_either_remove_header_ends_versioning(demo, cont, mode):
+    archive = f"{cont}-arch"
+    assert demo.request("PUT", f"/{archive}").status_code == 201
+    for remove in ("X-Remove-Versions-Location", "X-Remove-History-Location"):
+        assert demo.request("POST", f"/{cont}", headers={mode: archive}).status_code == 204
+        assert demo.request("POST", f"/{cont}", headers={remove: "x"}).status_code == 204
+        h = demo.request("HEAD", f"/{cont}").headers
+        assert "x-versions-location" not in h and "x-history-location" not in h, (mode, remove)
+    for body in (b"one", b"two"):
+        demo.request("PUT", f"/{cont}/v", content=body)
+    assert _archive_listing(demo, archive) == []
 
 
 def test_versioned_writes_by_acl_need_no_rights_on_the_archive(oscloud, demo):
