@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 import uuid
@@ -19,6 +17,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.archives import tar_archive
 from tests.cloudfixture import destroy_cloud, start_cloud
 
 from .proxyfixture import Account, login, make_project_user, token_and_project
@@ -521,16 +520,8 @@ def test_bulk_delete(demo, cont):
 
 
 def _tar_archive(files: dict[str, bytes], compression: str = "") -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:" + compression) as tar:
-        info = tarfile.TarInfo("skipped-dir")
-        info.type = tarfile.DIRTYPE
-        tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    """An archive whose directory entry the upload must skip."""
+    return tar_archive(files, compression, dirs=("skipped-dir",))
 
 
 @pytest.mark.parametrize("fmt,compression", [("tar", ""), ("tar.gz", "gz"), ("tar.bz2", "bz2")])

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import io
 import os
-import tarfile
 from types import SimpleNamespace
 
 import orjson
@@ -23,6 +22,7 @@ from stratus.objectstore.proxy.http import ASGIAdapter, Req, Resp, SwiftError, f
 from stratus.objectstore.proxy.large import check_conditions, parse_range, slo_etag
 from stratus.objectstore.proxy.settings import ObjectStoreSettings
 from stratus.objectstore.proxy.versioning import archive_prefix
+from tests.archives import tar_archive
 
 
 def test_parse_range_forms():
@@ -239,20 +239,6 @@ class _RecordingStore:
         return Resp(201, {}, b"")
 
 
-def _tar(files: dict[str, bytes], compression: str = "", dirs=()) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:" + compression) as tar:
-        for name in dirs:
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.DIRTYPE
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 async def _pieces(data: bytes, size: int):
     for i in range(0, len(data), size):
         await asyncio.sleep(0)
@@ -272,7 +258,7 @@ def _extract(store, path, body, fmt="tar", accept="application/json", **limits):
 
 def test_bulk_upload_streams_a_compressed_archive_in_small_pieces():
     big = os.urandom(3 * MEMBER_PIECE + 5)  # streamed to the store in pieces, not held
-    archive = _tar({"c/a.txt": b"alpha", "c/deep/big": big, "top-level": b"ignored"}, "gz",
+    archive = tar_archive({"c/a.txt": b"alpha", "c/deep/big": big, "top-level": b"ignored"}, "gz",
                    dirs=["c/emptydir"])
     store = _RecordingStore()
     resp, raw = _extract(store, "/v1/AUTH_a", _pieces(archive, 1000), "tar.gz")
@@ -286,7 +272,7 @@ def test_bulk_upload_streams_a_compressed_archive_in_small_pieces():
 
 
 def test_bulk_upload_reports_refusals_bad_names_and_limits():
-    archive = _tar({"x/one": b"1", "./p/two": b"2", "locked/three": b"3",
+    archive = tar_archive({"x/one": b"1", "./p/two": b"2", "locked/three": b"3",
                     "x/" + "n" * 1100: b"4", "x/bad\udcfename": b"5"})
     store = _RecordingStore({"x"})
     _, raw = _extract(store, "/v1/AUTH_a", archive, accept="text/plain")
@@ -299,19 +285,19 @@ def test_bulk_upload_reports_refusals_bad_names_and_limits():
     assert set(store.objects) == {"x/one", "p/two"}
     # at a prefix in a container: every path lands under it
     store = _RecordingStore({"c"})
-    _, raw = _extract(store, "/v1/AUTH_a/c/pre/", _tar({"a/b": b"ab", "z": b"z"}), "tar")
+    _, raw = _extract(store, "/v1/AUTH_a/c/pre/", tar_archive({"a/b": b"ab", "z": b"z"}), "tar")
     assert orjson.loads(raw)["Number Files Created"] == 2
     assert set(store.objects) == {"c/pre/a/b", "c/pre/z"}
     # no more containers than allowed are created; the report says why it stopped
     store = _RecordingStore()
-    _, raw = _extract(store, "/v1/AUTH_a", _tar({"c1/o": b"1", "c2/o": b"2"}),
+    _, raw = _extract(store, "/v1/AUTH_a", tar_archive({"c1/o": b"1", "c2/o": b"2"}),
                       max_containers=1)
     doc = orjson.loads(raw)
     assert doc["Response Status"] == "400 Bad Request" and "More than 1 container" in \
         doc["Response Body"] and store.containers == {"c1"} and doc["Number Files Created"] == 1
     # nor more failures than allowed: the rest of the archive is not read
     store = _RecordingStore()
-    _, raw = _extract(store, "/v1/AUTH_a", _tar({"locked/a": b"", "locked/b": b"",
+    _, raw = _extract(store, "/v1/AUTH_a", tar_archive({"locked/a": b"", "locked/b": b"",
                                                  "ok/c": b""}), max_failed=2)
     assert orjson.loads(raw)["Errors"] == [["/v1/AUTH_a/locked", "403 Forbidden"],
                                            ["locked/a", "403 Forbidden"]]
@@ -321,13 +307,13 @@ def test_bulk_upload_reports_refusals_bad_names_and_limits():
 def test_bulk_upload_bad_archives_are_400_reports():
     store = _RecordingStore({"c"})
     for body, fmt, message in ((b"not a tar at all" * 100, "tar", "Invalid Tar File: "),
-                               (_tar({"c/o": b"x"}), "tar.gz", "not a gzip file"),
-                               (_tar({"c/o": b"x"}, "gz")[:-30], "tar.gz", "truncated"),
+                               (tar_archive({"c/o": b"x"}), "tar.gz", "not a gzip file"),
+                               (tar_archive({"c/o": b"x"}, "gz")[:-30], "tar.gz", "truncated"),
                                # cut in the middle of a member being streamed to the nodes
-                               (_tar({"o": os.urandom(2 * MEMBER_PIECE)})[:MEMBER_PIECE * 3 // 2],
+                               (tar_archive({"o": os.urandom(2 * MEMBER_PIECE)})[:MEMBER_PIECE * 3 // 2],
                                 "tar", "unexpected end of data"),
                                (b"", "tar.bz2", "Invalid Tar File"),
-                               (_tar({}), "tar", "No Valid Files")):
+                               (tar_archive({}), "tar", "No Valid Files")):
         # in small pieces: headers and members split across them
         piece = min(7 + len(body) // 20, 65536)
         resp, raw = _extract(store, "/v1/AUTH_a/c", _pieces(body, piece), fmt)
@@ -347,7 +333,7 @@ def test_bulk_upload_sends_spaces_while_it_works():
             return await super().__call__(req)
 
     store = SlowStore({"c"})
-    archive = _tar({f"c/{i}": b"x" for i in range(4)})
+    archive = tar_archive({f"c/{i}": b"x" for i in range(4)})
     resp, raw = _extract(store, "/v1/AUTH_a", archive, heartbeat_interval=0.1)
     assert raw.startswith(b" ") and b"\r\n\r\n{" in raw
     doc = orjson.loads(raw.split(b"\r\n\r\n", 1)[1])
