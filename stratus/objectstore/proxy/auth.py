@@ -321,7 +321,8 @@ class TempURL:
         if "temp_url_sig" not in q and "temp_url_expires" not in q:
             return await self.app(req)
         if req.obj is None or not req.account or req.method not in self.METHODS:
-            raise SwiftError(401, "Temp URL invalid: only object requests can be signed")
+            raise SwiftError(401, "Temp URL invalid: only a GET, HEAD, PUT, POST or DELETE of "
+                                  "an object can be signed")
         sig, expires_raw = q.get("temp_url_sig"), q.get("temp_url_expires")
         if not sig or not expires_raw:
             raise SwiftError(401, "Temp URL invalid: temp_url_sig and temp_url_expires "
@@ -351,17 +352,20 @@ class TempURL:
                     ok, scope = True, key_scope
         if not ok:
             raise SwiftError(401, "Temp URL invalid: signature does not match")
-        if req.method in ("PUT", "POST") and "x-object-manifest" in req.headers:
-            # a DLO manifest would let whoever may GET the object read any segments it names,
-            # which this URL does not grant: refused (not dropped) so that the client knows
-            raise SwiftError(400, "The header 'X-Object-Manifest' is not allowed in this "
-                                  "temp URL")
+        if req.method in ("PUT", "POST"):
+            # Refused, not dropped, so that the client knows. A DLO manifest would let whoever
+            # may GET the object read any segments it names, and a copy would bring another
+            # object's bytes here: this URL grants neither read. (Swift lets a copy read
+            # within the key's scope; here a write URL reads nothing but its own object.)
+            for name, spelled in (("x-object-manifest", "X-Object-Manifest"),
+                                  ("x-copy-from", "X-Copy-From"),
+                                  ("x-copy-from-account", "X-Copy-From-Account")):
+                if name in req.headers:
+                    raise SwiftError(400, f"The header '{spelled}' is not allowed in this "
+                                          "temp URL")
         req.env["tempurl"] = TempURLGrant(req.account, scope, (req.container, req.obj),
                                           req.method)
         req.env["ctx"] = None
-        # a temp URL may not carry headers that change other objects' lives
-        for name in ("x-object-manifest", "x-copy-from", "destination"):
-            req.headers.pop(name, None)
         resp = await self.app(req)
         if req.method == "GET" and resp.status in (200, 206):
             filename = q.get("filename") or req.obj.rsplit("/", 1)[-1]

@@ -905,6 +905,13 @@ def test_tempurl_writes_reach_no_further_than_their_object(oscloud, demo, cont, 
         r = httpx.put(put_url, content=b"", headers={"X-Object-Manifest": target})
         assert r.status_code == 400 and "X-Object-Manifest" in r.text
     assert demo.request("HEAD", f"/{cont}/new").status_code == 404
+    # a copy would bring another object's bytes here, which the URL cannot read: refused, not
+    # ignored (ignoring it made an empty object)
+    for header, value in (("X-Copy-From", f"{segs}/secret"),
+                          ("X-Copy-From-Account", f"AUTH_{demo.project_id}")):
+        r = httpx.put(put_url, content=b"", headers={header: value})
+        assert r.status_code == 400 and header in r.text
+    assert demo.request("HEAD", f"/{cont}/new").status_code == 404
     # ...and so would an SLO manifest: its segments cannot be read through the URL
     r = httpx.put(put_url + "&multipart-manifest=put", json=[{"path": f"/{segs}/secret"}])
     assert r.status_code == 400 and f"{segs}/secret, 401 Unauthorized" in r.text
