@@ -49,10 +49,10 @@ def info_document(settings) -> dict:
                 "min_segment_size": 1, "yield_frequency": int(HEARTBEAT_INTERVAL),
                 "allow_async_delete": False},
         "dlo": {"max_segments": 10000},
-        "bulk_delete": {"max_deletes_per_request": bulk.MAX_DELETES,
-                        "max_failed_deletes": bulk.MAX_FAILED},
-        "bulk_upload": {"max_containers_per_extraction": bulk.MAX_CONTAINERS_PER_EXTRACTION,
-                        "max_failed_extractions": bulk.MAX_FAILED_EXTRACTIONS},
+        "bulk_delete": {"max_deletes_per_request": settings.max_deletes_per_request,
+                        "max_failed_deletes": settings.max_failed_deletes},
+        "bulk_upload": {"max_containers_per_extraction": settings.max_containers_per_extraction,
+                        "max_failed_extractions": settings.max_failed_extractions},
         "tempurl": {"methods": ["GET", "HEAD", "PUT", "POST", "DELETE"],
                     "incoming_remove_headers": ["x-timestamp"],
                     "incoming_allow_headers": [],
@@ -129,8 +129,11 @@ class Proxy:
         self.versioning = app
         app = large.LargeObjects(app, self.core, settings)
         app = copy.Copy(app, self.core)
-        app = bulk.BulkUpload(app, self.core)
-        app = bulk.BulkDelete(app, self.core)
+        app = bulk.BulkUpload(app, self.core,
+                              max_containers=settings.max_containers_per_extraction,
+                              max_failed=settings.max_failed_extractions)
+        app = bulk.BulkDelete(app, self.core, max_deletes=settings.max_deletes_per_request,
+                              max_failed=settings.max_failed_deletes)
         app = auth.KeystoneAuth(app, self.core, operator_roles=settings.operator_roles,
                                 reader_roles=settings.reader_roles,
                                 reseller_admin_role=settings.reseller_admin_role)

@@ -43,20 +43,25 @@ MAX_PATH = 1024 + 256 + 2
 
 
 class BulkDelete:
-    def __init__(self, app, core):
+    """``POST|DELETE ...?bulk-delete``: a list of objects and containers, deleted."""
+
+    def __init__(self, app, core, *, max_deletes: int = MAX_DELETES,
+                 max_failed: int = MAX_FAILED):
         self.app = app
         self.core = core
+        self.max_deletes = max_deletes
+        self.max_failed = max_failed
 
     async def __call__(self, req: Req) -> Resp:
         if "bulk-delete" not in req.query or req.method not in ("POST", "DELETE"):
             return await self.app(req)
         # the names are the account's wherever in it the request is sent (as in Swift:
         # clients send it to a container's or an object's URL too)
-        raw = await req.read_body(MAX_DELETES * (MAX_PATH + 1))
+        raw = await req.read_body(self.max_deletes * (MAX_PATH + 1))
         names = [unquote(line.strip()) for line in raw.decode("utf-8", "surrogateescape")
                  .splitlines() if line.strip()]
-        if len(names) > MAX_DELETES:
-            raise SwiftError(413, f"Maximum bulk deletes per request is {MAX_DELETES}")
+        if len(names) > self.max_deletes:
+            raise SwiftError(413, f"Maximum bulk deletes per request is {self.max_deletes}")
         deleted = not_found = 0
         errors: list[list] = []
         # objects first (in parallel, bounded), then containers, so "c/o, c" in one list works
@@ -88,7 +93,7 @@ class BulkDelete:
         await asyncio.gather(*(delete_one(n) for n in objects))
         for name in containers:
             await delete_one(name)
-            if len(errors) >= MAX_FAILED:
+            if len(errors) >= self.max_failed:
                 break
         if errors:
             statuses = {int(e[1].split()[0]) for e in errors}

@@ -34,6 +34,11 @@ class ObjectStoreSettings:
     max_file_size: int = 5 * GiB + 2
     max_manifest_segments: int = 1000
     max_manifest_size: int = 8 * 1024 * 1024
+    # Bulk delete (?bulk-delete) and bulk upload (?extract-archive), as shown in /info
+    max_deletes_per_request: int = 10000
+    max_failed_deletes: int = 1000
+    max_containers_per_extraction: int = 10000
+    max_failed_extractions: int = 1000
     info_ttl: float = 10.0
     node_timeout: float = 10.0
     operator_roles: list = field(default_factory=lambda: ["admin", "member", "swiftoperator"])
@@ -82,6 +87,11 @@ class ObjectStoreSettings:
             raise ConfigError("configuration key 'objectstore.part_power' must be 4..20")
         if out.max_file_size < 1:
             raise ConfigError("configuration key 'objectstore.max_file_size' must be positive")
+        for key in ("max_deletes_per_request", "max_failed_deletes",
+                    "max_containers_per_extraction", "max_failed_extractions",
+                    "max_manifest_segments", "max_manifest_size"):
+            if getattr(out, key) < 1:
+                raise ConfigError(f"configuration key 'objectstore.{key}' must be at least 1")
         if not out.ring_dir:
             out.ring_dir = str(Path(state_dir) / "objectstore" / "rings")
         return out

@@ -16,7 +16,7 @@ import pytest
 from stratus.config import ConfigError
 from stratus.objectstore.proxy.auth import (KeystoneAuth, TempURLGrant, parse_acl, parse_signature,
                                             validate_acl)
-from stratus.objectstore.proxy.bulk import MEMBER_PIECE, BulkUpload
+from stratus.objectstore.proxy.bulk import MEMBER_PIECE, BulkDelete, BulkUpload
 from stratus.objectstore.proxy.core import Info, check_metadata
 from stratus.objectstore.proxy.http import ASGIAdapter, Req, Resp, SwiftError, fault, split_source
 from stratus.objectstore.proxy.large import check_conditions, parse_range, slo_etag
@@ -179,10 +179,41 @@ def test_settings_validation(tmp_path):
     s = ObjectStoreSettings.from_section({"group_sync": "false"}, tmp_path)
     assert node_command(s, tmp_path, 6200, ["d0"])[-1] == "--per-file-sync"
     for bad in ({"nope": 1}, {"replicas": 0}, {"devices_per_node": [0]}, {"max_file_size": "x"},
-                {"part_power": 30}):
+                {"part_power": 30}, {"max_deletes_per_request": 0},
+                {"max_failed_extractions": "many"}):
         with pytest.raises(ConfigError) as exc:
             ObjectStoreSettings.from_section(bad, tmp_path)
         assert "objectstore." in str(exc.value)
+
+
+def test_bulk_limits_are_settings_shown_in_info():
+    from stratus.objectstore.proxy import info_document
+
+    s = ObjectStoreSettings.from_section({"max_deletes_per_request": "2", "max_failed_deletes": 1,
+                                          "max_containers_per_extraction": 3,
+                                          "max_failed_extractions": 4}, "/tmp")
+    info = info_document(s)
+    assert info["bulk_delete"] == {"max_deletes_per_request": 2, "max_failed_deletes": 1}
+    assert info["bulk_upload"] == {"max_containers_per_extraction": 3,
+                                   "max_failed_extractions": 4}
+    store = _RecordingStore({"locked"})
+
+    def bulk_delete(body: bytes):
+        async def run():
+            req = Req("POST", "/v1/AUTH_a", {"bulk-delete": ""},
+                      {"accept": "application/json", "content-length": str(len(body))}, body,
+                      {"authorize": lambda *a: None})
+            return await BulkDelete(store, store, max_deletes=s.max_deletes_per_request,
+                                    max_failed=s.max_failed_deletes)(req)
+        return asyncio.run(run())
+
+    with pytest.raises(SwiftError) as exc:
+        bulk_delete(b"c/a\nc/b\nc/c\n")
+    assert exc.value.status == 413 and "is 2" in str(exc.value.message)
+    assert store.calls == []  # refused before anything was deleted
+    # containers are deleted one by one and the run stops at the failure limit
+    resp = bulk_delete(b"locked\nlocked\n")
+    assert orjson.loads(resp.body)["Errors"] == [["locked", "403 Forbidden"]]
 
 
 def test_faults_are_swift_html_and_adapter_adds_trans_id():
