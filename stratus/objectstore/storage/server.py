@@ -124,6 +124,8 @@ class BrokerCache:
         self.node = node
         self.size = size
         self._entries: OrderedDict[str, BrokerEntry] = OrderedDict()
+        # for /recon: listing-row group commits (batches), the rows they merged, their seconds
+        self.stats = {"batches": 0, "rows": 0, "seconds": 0.0}
 
     def get(self, path: str, kind: str) -> BrokerEntry:
         entry = self._entries.get(path)
@@ -166,7 +168,11 @@ class BrokerCache:
                 rows = [r for rs, _ in batch for r in rs]
                 try:
                     async with entry.lock:
+                        started = time.monotonic()
                         await self.node.run_blocking(entry.broker.merge_items, rows)
+                        self.stats["seconds"] += time.monotonic() - started
+                        self.stats["batches"] += 1
+                        self.stats["rows"] += len(rows)
                 except Exception as exc:
                     for _, fut in batch:
                         if not fut.done():
@@ -444,7 +450,8 @@ class StorageNode:
         devices = {d: {"mounted": self.is_mounted(d)} for d in self.device_names()}
         group_sync = {g.path: g.stats for g in self._fs_syncs.values()}
         await send_json(send, 200, {"devices": devices, "daemons": stats,
-                                    "group_sync": group_sync, "loop_stalls": self.loop_stalls})
+                                    "group_sync": group_sync, "row_merges": self.brokers.stats,
+                                    "loop_stalls": self.loop_stalls})
 
     # ---------------------------------------------------------------------------------------
     # Object server

@@ -60,6 +60,9 @@ async def test_an_update_for_this_node_is_merged_here_without_http(node_factory)
     head = await client.request("HEAD", curl)
     assert head.headers["x-container-object-count"] == "0"
     assert batcher.calls == []
+    # /recon counts the listing-row group commits and the rows they merged
+    merges = (await client.get("/recon")).json()["row_merges"]
+    assert merges["batches"] == 2 and merges["rows"] == 2 and merges["seconds"] > 0
 
 
 async def test_a_missing_local_container_db_leaves_a_pending_update(node_factory):  # noqa: F811
