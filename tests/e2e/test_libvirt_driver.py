@@ -291,13 +291,18 @@ def browser_status(browser: str, url: str, profile: Path, until: str, timeout: f
     import httpx
     from websockets.sync.client import connect
 
+    # Chromium's own temporary directories (org.chromium.Chromium.*) go under the profile, which
+    # the harness removes: left in /tmp they outlived every run.
+    scratch = profile / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
     # Without the background-networking flags Chromium keeps trying hosts this closed network refuses,
     # which can stall the page's own loads.
     proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
                              "--disable-sync", "--disable-quic", "--disable-default-apps",
                              f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + timeout
         port_file = profile / "DevToolsActivePort"
