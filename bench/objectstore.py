@@ -9,7 +9,8 @@ PUT/DELETE bodies and names) and curl for the single large object.
 Workload (upstream Swift figures on this kind of machine, 3 replicas on 4 devices, in the
 output as "upstream"; the issue's targets as "target"):
 4 KiB PUT/GET/HEAD/DELETE at concurrency 16; 1 MiB PUT/GET at concurrency 8; one 256 MiB
-PUT/GET; listing 10,000 objects; peak RSS of the proxy and node processes.
+PUT/GET (the GET three times, the best counted); listing 10,000 objects; peak RSS of the
+proxy and node processes.
 Baselines measured in the same run: this disk's sequential write speed with fdatasync (256 MiB
 `dd`), a 4 KiB GET straight from one storage node (no proxy, no auth), and the 256 MiB PUT
 sent straight to its 3 storage nodes by the proxy's own node client (what the proxy adds), and
@@ -90,11 +91,15 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pids = pids
         self.peak = 0
+        self.phase = ""       # the workload running now, set by main()
+        self.peak_phase = ""  # the one that was running at the peak
         self.running = True
 
     def run(self):
         while self.running:
-            self.peak = max(self.peak, sum(rss_kib(p) for p in self.pids))
+            now = sum(rss_kib(p) for p in self.pids)
+            if now > self.peak:
+                self.peak, self.peak_phase = now, self.phase
             time.sleep(0.05)
 
 
@@ -425,6 +430,7 @@ def main() -> int:
         fill = {"token": token}
 
         # 4 KiB
+        sampler.phase = "4 KiB"
         cpu_before = (cpu_seconds([proxy.pid]), cpu_seconds(nodes))
         put = wrk(base, LUA_PUT % dict(fill, prefix=f"{acct}/small/o", size=4096), secs, 16)
         created = put["ok"]
@@ -464,6 +470,7 @@ def main() -> int:
         result["baseline_node_get_4k"] = direct
 
         # 1 MiB at concurrency 8
+        sampler.phase = "1 MiB"
         put1 = wrk(base, LUA_PUT % dict(fill, prefix=f"{acct}/mid/o", size=MiB), secs, 8)
         mid_first, mid_stored = stored_run(base, acct, "mid", token)
         get1 = wrk(base, LUA_SEQ % dict(fill, prefix=f"{acct}/mid/o", limit=max(1, mid_stored),
@@ -472,6 +479,7 @@ def main() -> int:
         get1["MB_per_s"] = round(get1["ops_per_s"], 1)
         result["put_1m"], result["get_1m"] = put1, get1
 
+        sampler.phase = "256 MiB"
         # one 256 MiB object (from tmpfs when there is one, so the client's disk is not measured)
         src_dir = Path("/dev/shm") if Path("/dev/shm").is_dir() else state
         src = src_dir / f"osbench-{os.getpid()}.bin"
@@ -480,23 +488,31 @@ def main() -> int:
                 f.write(os.urandom(MiB))
         try:
             up = curl(["-T", str(src), "-H", f"X-Auth-Token: {token}", f"{base}{acct}/large/big"])
-            down = curl(["-H", f"X-Auth-Token: {token}", f"{base}{acct}/large/big"])
+            # Three GETs, the best counted, as for the loopback ceiling below: one 256 MiB GET
+            # lasts ~0.15 s here, and single ones of the same object moved 1.2-2.0 GB/s back to
+            # back. Every try is printed.
+            downs = [curl(["-H", f"X-Auth-Token: {token}", f"{base}{acct}/large/big"])
+                     for _ in range(3)]
+            down = min(downs, key=lambda got: got["seconds"])
             # baseline: the same PUT sent straight to its 3 storage nodes (the proxy's node
             # client, no proxy process, no auth): what the proxy costs on top of the nodes
             direct = asyncio.run(direct_put(state, f"AUTH_{project}", "large", "direct-big", src))
             result["baseline_loopback_sendfile_256m_MBps"] = loopback_ceiling_MBps(src)
         finally:
             src.unlink()
-        for what, got in (("PUT", up), ("GET", down)):
+        for what, got in [("PUT", up)] + [("GET", got) for got in downs]:
             # a body cut short would otherwise count as a very fast transfer
             if got["status"] not in (200, 201) or got["bytes"] != 256 * MiB:
                 raise RuntimeError(f"256 MiB {what}: status {got['status']}, "
                                    f"{got['bytes']} bytes moved")
         result["put_256m"] = {"status": up["status"], "MB_per_s": round(256 / up["seconds"], 1)}
-        result["get_256m"] = {"status": down["status"], "MB_per_s": round(256 / down["seconds"], 1)}
+        result["get_256m"] = {"status": down["status"], "MB_per_s": round(256 / down["seconds"], 1),
+                              "tries_MB_per_s": [round(256 / got["seconds"], 1) for got in downs],
+                              "counted": "best of 3, as the loopback ceiling"}
         result["baseline_put_256m_direct_to_nodes"] = direct
 
         # listing 10,000 objects
+        sampler.phase = "listing"
         # The listing lives in the container databases; filling them through 10,000 object
         # PUTs would measure PUTs again, so the rows go straight to the container servers
         # (the object servers' own row-update call), then the listing is read via the proxy.
@@ -525,6 +541,7 @@ def main() -> int:
         sampler.running = False
         sampler.join()
         result["memory"] = {"peak_rss_MB_proxy_plus_nodes": round(sampler.peak / 1024, 1),
+                            "peak_during": sampler.peak_phase,
                             "now_rss_MB": {"proxy": round(rss_kib(proxy.pid) / 1024, 1),
                                            "nodes": [round(rss_kib(p) / 1024, 1) for p in nodes]}}
         result["baseline_disk_write_fdatasync_MBps"] = disk_write_MBps(state)
