@@ -68,9 +68,12 @@ class BulkDelete:
         objects = [n for n in names if "/" in n.lstrip("/")]
         containers = [n for n in names if "/" not in n.lstrip("/")]
         sem = asyncio.Semaphore(16)
+        aborted = False  # max_failed reached: no new deletes start, those under way finish
 
         async def delete_one(name: str):
-            nonlocal deleted, not_found
+            nonlocal deleted, not_found, aborted
+            if aborted:
+                return
             path = "/" + name.lstrip("/")
             if len(path) > MAX_PATH:
                 errors.append([name, "400 Bad Request"])
@@ -89,13 +92,15 @@ class BulkDelete:
                 not_found += 1
             else:
                 errors.append([name, status_line(status)])
+            if len(errors) >= self.max_failed:
+                aborted = True
 
         await asyncio.gather(*(delete_one(n) for n in objects))
         for name in containers:
             await delete_one(name)
-            if len(errors) >= self.max_failed:
-                break
-        if errors:
+        if aborted:
+            response_status, response_body = "400 Bad Request", "Max delete failures exceeded"
+        elif errors:
             statuses = {int(e[1].split()[0]) for e in errors}
             top = 400 if all(s < 500 for s in statuses) else 502
             if statuses == {401}:
@@ -105,6 +110,8 @@ class BulkDelete:
             elif statuses == {409}:
                 top = 409
             response_status, response_body = status_line(top), "There were errors deleting."
+        elif not deleted and not not_found:
+            response_status, response_body = "400 Bad Request", "Invalid bulk delete."
         else:
             response_status, response_body = "200 OK", ""
         fields = {"Number Deleted": deleted, "Number Not Found": not_found,

@@ -211,9 +211,16 @@ def test_bulk_limits_are_settings_shown_in_info():
         bulk_delete(b"c/a\nc/b\nc/c\n")
     assert exc.value.status == 413 and "is 2" in str(exc.value.message)
     assert store.calls == []  # refused before anything was deleted
-    # containers are deleted one by one and the run stops at the failure limit
-    resp = bulk_delete(b"locked\nlocked\n")
-    assert orjson.loads(resp.body)["Errors"] == [["locked", "403 Forbidden"]]
+    # the run stops at the failure limit, for containers and for objects alike
+    for body in (b"locked\nlocked\n", b"locked/a\nlocked/b\n"):
+        doc = orjson.loads(bulk_delete(body).body)
+        assert len(doc["Errors"]) == 1 and doc["Errors"][0][1] == "403 Forbidden"
+        assert doc["Response Status"] == "400 Bad Request"
+        assert doc["Response Body"] == "Max delete failures exceeded"
+    # an empty list deletes nothing and says so, as Swift does
+    doc = orjson.loads(bulk_delete(b"\n").body)
+    assert doc["Response Status"] == "400 Bad Request"
+    assert doc["Response Body"] == "Invalid bulk delete."
 
 
 def test_faults_are_swift_html_and_adapter_adds_trans_id():
