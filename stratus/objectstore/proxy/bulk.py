@@ -34,11 +34,13 @@ import orjson
 from .core import MAX_CONTAINER_NAME, MAX_OBJECT_NAME
 from .http import (HEARTBEAT_INTERVAL, Req, Resp, SwiftError, quote_path, report_body,
                    report_type, spaces_until, status_line)
+from .settings import ObjectStoreSettings
 
 log = logging.getLogger("stratus.objectstore.proxy")
 
-MAX_DELETES = 10000
-MAX_FAILED = 1000
+# the filters' defaults are the settings' own (Proxy passes the configured values)
+MAX_DELETES = ObjectStoreSettings.max_deletes_per_request
+MAX_FAILED = ObjectStoreSettings.max_failed_deletes
 MAX_PATH = 1024 + 256 + 2
 
 
@@ -123,8 +125,8 @@ class BulkDelete:
 # -- bulk upload (extract archive) ------------------------------------------------------------
 # ?extract-archive=<value> → the compression tarfile's stream mode reads ("r|" + it)
 ARCHIVE_FORMATS = {"tar": "", "tar.gz": "gz", "tar.bz2": "bz2"}
-MAX_CONTAINERS_PER_EXTRACTION = 10000
-MAX_FAILED_EXTRACTIONS = 1000
+MAX_CONTAINERS_PER_EXTRACTION = ObjectStoreSettings.max_containers_per_extraction
+MAX_FAILED_EXTRACTIONS = ObjectStoreSettings.max_failed_extractions
 MEMBER_PIECE = 1 << 20      # a member's bytes go to the nodes in pieces of this size; one no
                             # larger is handed on whole (the nodes' small-body path)
 # errors of a damaged archive; tarfile turns most of them into ReadError, not all
