@@ -149,6 +149,14 @@ class Broker:
     def _connect(self, path: str | None = None) -> sqlite3.Connection:
         conn = sqlite3.connect(path or self.path, timeout=30, isolation_level=None,
                                check_same_thread=False)
+        # One connection per DB, in the node process that owns the device (BrokerCache):
+        # nobody else opens it, so the lock is held for the connection's life and the WAL
+        # index lives in this process's memory instead of a mmapped <db>-shm file. That file
+        # is written to on every commit, and the group syncfs of the object writes on the
+        # same file system wrote its dirty page back each time (measured under a 4 KiB PUT
+        # load: 12.5 KB of disk writes per PUT, 7% of all, for a file nobody needs on disk).
+        # Another process opening the DB waits for this one to close it (busy timeout).
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: a commit survives a process crash; only an OS crash can lose the
         # last commits, and replication repairs those from the other replicas.

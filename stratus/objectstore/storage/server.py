@@ -537,8 +537,9 @@ class StorageNode:
 
         found = {"files": True}  # whether the hash directory held anything before this write
 
-        def open_writer():
-            state, meta_file, obsolete = diskfile.scan_dir(datadir)
+        def open_writer(files: list[str] | None = None):
+            """``files``: the hash directory's files when the caller knows them already."""
+            state, meta_file, obsolete = diskfile.scan_dir(datadir, files)
             found["files"] = bool(state or meta_file or obsolete)
             current = state.rsplit(".", 1)[0] if state else None
             if if_none_match and state and state.endswith(diskfile.DATA):
@@ -578,11 +579,12 @@ class StorageNode:
             token = self.begin_small_write(req.device)
             # Small object: written in one go (on the loop, or in one thread hop).
             def write_small():
-                current, writer = open_writer()
+                existed, made = diskfile.ensure_datadir(datadir)
+                current, writer = open_writer(None if existed else [])
                 if writer is None:
                     return current, None
                 try:
-                    writer.write(body)
+                    writer.write_whole(body)
                     if content_length is not None and writer.length != content_length:
                         return None, ("length", writer.length)
                     etag = body_etag(writer, trailers)
@@ -591,10 +593,16 @@ class StorageNode:
                     if client_etag and client_etag != etag:
                         return None, ("etag", etag)
                     meta["etag"] = etag
-                    writer.commit(datadir, ts, diskfile.DATA, meta, durable=not group)
+                    writer.commit(datadir, ts, diskfile.DATA, meta, durable=not group,
+                                  made=made)
                     return None, ("ok", etag)
                 finally:
                     writer.abort()
+                    if made and not writer.committed:
+                        try:
+                            os.rmdir(datadir)  # made for this write, which failed
+                        except OSError:
+                            pass  # another write's file is in it now
 
             if group and len(body) <= INLINE_WRITE_MAX:
                 current, result = write_small()

@@ -201,3 +201,30 @@ async def test_a_blocked_event_loop_is_counted_and_logged(node_factory, caplog):
         assert "event loop blocked" in caplog.text
     finally:
         watcher.cancel()
+
+
+async def test_a_new_object_refused_leaves_no_hash_directory(node_factory, syncs):
+    app, client = node_factory()
+    url = object_url(app, "o")
+    datadir = datadir_of(app, "o")
+    r = await client.put(url, content=b"body", headers={"X-Timestamp": ts(),
+                                                        "ETag": "0" * 32})
+    assert r.status_code == 422 and not os.path.exists(datadir)
+    r = await client.put(url, content=b"body", headers={"X-Timestamp": ts()})
+    assert r.status_code == 201 and len(os.listdir(datadir)) == 1
+    assert (await client.get(url)).content == b"body"
+
+
+async def test_per_file_sync_covers_the_directories_a_new_object_made(node_factory, syncs,
+                                                                     monkeypatch):
+    synced_dirs = []
+    real = diskfile.fsync_dir
+    monkeypatch.setattr(diskfile, "fsync_dir", lambda d: (synced_dirs.append(d), real(d)))
+    app, client = node_factory(group_sync=False)
+    datadir = datadir_of(app, "o")
+    r = await client.put(object_url(app, "o"), content=b"x",
+                         headers={"X-Timestamp": ts(), "Content-Type": "text/plain"})
+    assert r.status_code == 201
+    suffix_dir = os.path.dirname(datadir)
+    # the new hash directory's entry (in its suffix) and the suffix's (in its partition)
+    assert {datadir, suffix_dir, os.path.dirname(suffix_dir)} <= set(synced_dirs)

@@ -194,6 +194,69 @@ def test_partition_hashes_follow_changes(dev):
     assert listing == {HASH: [ts(2) + ".data"]}
 
 
+def test_changed_suffixes_go_to_one_log_per_device_and_reach_their_partitions(dev):
+    other = "fedcba9876543210fedcba9876543def"
+    write_object(dev, 7, HASH, b"a", ts(1))
+    write_object(dev, 9, other, b"b", ts(1))
+    log = dev / "objects.invalid"
+    # one file for the device, not one per partition; nothing in objects/ but partitions
+    assert log.read_text().split("\n")[:2] == [f"7 {HASH[-3:]}", f"9 {other[-3:]}"]
+    assert sorted(p.name for p in (dev / "objects").iterdir()) == ["7", "9"]
+    assert set(diskfile.get_hashes(str(dev / "objects" / "7"))) == {HASH[-3:]}
+    # the log was handed out whole: partition 9 keeps its note until it is hashed
+    assert log.read_text() == ""
+    assert (dev / "objects" / "9" / "hashes.invalid").read_text() == f"{other[-3:]}\n"
+    assert set(diskfile.get_hashes(str(dev / "objects" / "9"))) == {other[-3:]}
+    # a change after a hash is seen by the next one
+    first = diskfile.get_hashes(str(dev / "objects" / "9"))
+    write_object(dev, 9, other, b"c", ts(2))
+    assert diskfile.get_hashes(str(dev / "objects" / "9")) != first
+    # a note for a partition that is gone (replicated away) is dropped, not an error
+    log.write_text("12 abc\n")
+    assert diskfile.get_hashes(str(dev / "objects" / "7")) == diskfile.get_hashes(
+        str(dev / "objects" / "7"))
+    assert not (dev / "objects" / "12").exists() and log.read_text() == ""
+
+
+def test_ensure_datadir_reports_what_it_made(dev):
+    datadir = diskfile.object_dir(str(dev), 3, HASH)
+    suffix_dir, part_dir = os.path.dirname(datadir), str(dev / "objects" / "3")
+    # a new partition: every directory on the way, each parent reported for syncing
+    existed, made = diskfile.ensure_datadir(datadir)
+    assert not existed and os.path.isdir(datadir)
+    assert set(made) == {str(dev / "objects"), part_dir, suffix_dir} | {str(dev)}
+    assert diskfile.ensure_datadir(datadir) == (True, [])
+    # a new suffix in an existing partition, then a new hash in an existing suffix
+    other = HASH[:-3] + "fff"
+    assert diskfile.ensure_datadir(diskfile.object_dir(str(dev), 3, other)) == (
+        False, [part_dir, f"{part_dir}/fff"])
+    sibling = "1" + other[1:]
+    assert diskfile.ensure_datadir(diskfile.object_dir(str(dev), 3, sibling)) == (
+        False, [f"{part_dir}/fff"])
+
+
+def test_a_whole_body_is_written_with_its_trailer_in_one_call(dev, monkeypatch):
+    datadir = diskfile.object_dir(str(dev), 1, HASH)
+    writes = []
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: (writes.append(len(data)), real(fd, data))[1])
+    w = ObjectWriter(str(dev), 5)
+    try:
+        w.write_whole(b"hello")
+        with pytest.raises(RuntimeError):
+            w.write_whole(b"again")
+        w.commit(datadir, ts(1), diskfile.DATA, {"name": "/a/c/o", "ts": ts(1),
+                                                 "etag": w.etag(), "headers": {}})
+    finally:
+        w.abort()
+    assert len(writes) == 2 and writes[0] > 5  # body + trailer, then the suffix note
+    r = ObjectReader.open(datadir)
+    try:
+        assert r.read_range(0, 5) == b"hello" and r.etag == hashlib.md5(b"hello").hexdigest()
+    finally:
+        r.close()
+
+
 def test_old_tombstones_are_reclaimed(dev):
     datadir = write_object(dev, 1, HASH, b"", ts(time.time() - 1000), ext=diskfile.TOMBSTONE)
     part_dir = str(dev / "objects" / "1")
@@ -232,6 +295,20 @@ def container(tmp_path):
     assert not b.initialize("AUTH_a", "c", ts(1))
     yield b
     b.close()
+
+
+def test_a_db_keeps_its_wal_index_in_memory_and_its_rows_on_reopen(container):
+    """One connection per DB, held by its node: no <db>-shm file for the syncfs of small
+    object writes to write back on every commit."""
+    container.merge_items([("o", ts(2), 3, "t", "e", 0)])
+    assert os.path.exists(container.path + "-wal")
+    assert not os.path.exists(container.path + "-shm")
+    container.close()
+    again = ContainerBroker(container.path)
+    try:
+        assert again.list_objects(10) == [("o", ts(2), 3, "t", "e")]
+    finally:
+        again.close()
 
 
 def test_container_rows_merge_by_timestamp_in_any_order(container):
