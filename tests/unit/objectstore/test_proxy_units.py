@@ -376,3 +376,12 @@ def test_bulk_upload_sends_spaces_while_it_works():
     assert raw.startswith(b" ") and b"\r\n\r\n{" in raw
     doc = orjson.loads(raw.split(b"\r\n\r\n", 1)[1])
     assert doc["Number Files Created"] == 4 and doc["Response Status"] == "201 Created"
+
+
+def test_http_dates_are_those_of_formatdate_across_second_changes():
+    from email.utils import formatdate
+
+    from stratus.objectstore.proxy.core import _http_date
+
+    for t in (0.5, 1700000000.0, 1700000000.999, 1700000001.2, 1700000000.5, 2000000000.75):
+        assert _http_date(t) == formatdate(t, usegmt=True)
