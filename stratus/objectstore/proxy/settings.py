@@ -66,6 +66,8 @@ class ObjectStoreSettings:
                 elif isinstance(default, list):
                     if isinstance(value, str):
                         value = [v.strip() for v in value.split(",") if v.strip()]
+                    elif isinstance(value, int) and not isinstance(value, bool):
+                        value = [value]  # e.g. STRATUS_OBJECTSTORE__DEVICES_PER_NODE=4
                     value = list(value)
                 else:
                     value = str(value)

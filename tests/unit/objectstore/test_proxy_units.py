@@ -173,6 +173,8 @@ def test_settings_validation(tmp_path):
     assert s.ring_dir == str(tmp_path / "objectstore" / "rings") and s.replicas == 3
     s = ObjectStoreSettings.from_section({"devices_per_node": "1,1", "run_nodes": "false"}, tmp_path)
     assert s.devices_per_node == [1, 1] and s.run_nodes is False
+    # one node: a single count, as an environment variable parsed to a number gives it
+    assert ObjectStoreSettings.from_section({"devices_per_node": 4}, tmp_path).devices_per_node == [4]
     from stratus.objectstore.service import node_command
 
     assert "--per-file-sync" not in node_command(s, tmp_path, 6200, ["d0"])
