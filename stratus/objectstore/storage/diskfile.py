@@ -136,7 +136,8 @@ def block_sums(meta: dict) -> tuple[array, object]:
 # Partition locks and hashes
 
 _locks_guard = threading.Lock()
-_invalid_locks: dict[str, threading.Lock] = {}
+_invalid_locks: dict[str, threading.Lock] = {}   # a device's invalidation log, appended to
+_handout_locks: dict[str, threading.Lock] = {}   # ... and handed out to its partitions
 _hash_locks: dict[str, threading.Lock] = {}
 
 
@@ -171,16 +172,27 @@ def invalidate_suffix(part_dir: str, suffix: str) -> None:
 
 def _hand_out_invalid(objects_dir: str) -> None:
     """Move the device's invalidation log into its partitions' ``hashes.invalid`` files
-    (caller holds the device's invalid lock). The partition files are synced before the log
-    is emptied, so an invalidation can only be duplicated by a crash, never lost."""
+    (caller holds the device's hand-out lock).
+
+    The write path's lock is held only to rename the log aside, never for the partition
+    files' syncs (small writes note their suffix on the event loop). The partition files are
+    synced before the renamed log is removed, and a renamed log left by a crash is handed out
+    first, so an invalidation can be repeated, never lost."""
     log_path = objects_dir + INVALID_LOG_SUFFIX
-    try:
-        with open(log_path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        return
-    if not raw:
-        return
+    handing = log_path + ".handing"
+    if os.path.exists(handing):
+        _hand_out_file(objects_dir, handing)
+    with _lock(_invalid_locks, objects_dir):
+        try:
+            os.rename(log_path, handing)
+        except FileNotFoundError:
+            return
+    _hand_out_file(objects_dir, handing)
+
+
+def _hand_out_file(objects_dir: str, handing: str) -> None:
+    with open(handing, "rb") as fh:
+        raw = fh.read()
     by_part: dict[str, set[str]] = {}
     for line in raw.split(b"\n"):
         part, _, suffix = line.decode("ascii", "replace").partition(" ")
@@ -201,7 +213,7 @@ def _hand_out_invalid(objects_dir: str) -> None:
             os.close(fd)
         if created:
             fsync_dir(part_dir)
-    os.truncate(log_path, 0)
+    os.unlink(handing)
 
 
 def scan_dir(datadir: str, files: list[str] | None = None):
@@ -291,7 +303,7 @@ def get_hashes(part_dir: str, recalculate=(), reclaim_age: float = RECLAIM_AGE) 
     """{suffix: hash} for a partition, recalculating invalidated (and requested) suffixes."""
     with _lock(_hash_locks, part_dir):
         objects_dir = part_dir.rsplit("/", 1)[0]
-        with _lock(_invalid_locks, objects_dir):
+        with _lock(_handout_locks, objects_dir):
             _hand_out_invalid(objects_dir)
             invalid_path = f"{part_dir}/hashes.invalid"
             try:
