@@ -753,16 +753,27 @@ class StorageNode:
         else:
             row = [req.obj, ts, 0, "", "", 1]
         timeout = self.config.update_timeout
-        tasks = [asyncio.ensure_future(
-            self._merge_local_row(t, req.account, req.container, row) if self._is_local(t)
-            else self.row_batcher.submit(t, req.account, req.container, row, timeout))
-            for t in targets]
-        done, _ = await asyncio.wait(tasks, timeout=timeout)
-        failed = [t for t, task in zip(targets, tasks)
-                  if task not in done or task.exception() is not None or not task.result()]
-        for task in tasks:
-            if not task.done():
-                task.cancel()
+
+        def send_row(t):
+            return (self._merge_local_row(t, req.account, req.container, row) if self._is_local(t)
+                    else self.row_batcher.submit(t, req.account, req.container, row, timeout))
+
+        if len(targets) == 1:
+            # the usual case (one container replica per object replica): awaited in this
+            # task, without a task and a wait of its own
+            try:
+                async with asyncio.timeout(timeout):
+                    failed = [] if await send_row(targets[0]) else targets
+            except Exception:  # noqa: BLE001 - a timeout or a failure: kept pending either way
+                failed = targets
+        else:
+            tasks = [asyncio.ensure_future(send_row(t)) for t in targets]
+            done, _ = await asyncio.wait(tasks, timeout=timeout)
+            failed = [t for t, task in zip(targets, tasks)
+                      if task not in done or task.exception() is not None or not task.result()]
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
         if failed:
             # a pending update is replayed as a plain one-row request by the updater
             headers = {"X-Backend-Server-Type": "container", "X-Timestamp": ts, **extra}
@@ -826,10 +837,13 @@ class StorageNode:
                 if step is not None:
                     await step
             return
-        results = await asyncio.gather(durability, update, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        syncing = asyncio.ensure_future(durability)  # runs while the row is sent
+        try:
+            await update
+        except BaseException:
+            await syncing  # a failed sync (503) is the answer to give, before the update's
+            raise
+        await syncing
 
     async def _small_io(self, work, inline: bool):
         """Run ``work(nowait)`` on the event loop when its reads hit the page cache (a cached

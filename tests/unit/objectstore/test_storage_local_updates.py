@@ -5,6 +5,7 @@ pairs each object replica with the container replica on the same node."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from stratus.objectstore import ring as ringmod
@@ -126,3 +127,36 @@ def test_the_proxy_pairs_object_and_container_replicas_on_the_same_node():
     named = ",".join(h["X-Container-Host"] for h in two).split(",")
     assert sorted(named) == ["10.0.0.1:6200", "10.0.0.2:6200", "10.0.0.3:6200"]
     assert two[0]["X-Container-Host"].split(",")[0] == "10.0.0.1:6200"
+
+
+class SlowBatcher(RecordingBatcher):
+    """A container server that never answers, or one whose update fails."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.fail = fail
+
+    async def submit(self, target, account, container, row, timeout):
+        self.calls.append((tuple(target), account, container, row))
+        if self.fail:
+            raise ConnectionResetError("gone")
+        await asyncio.sleep(60)
+
+
+async def test_an_update_that_times_out_or_fails_leaves_a_pending_one(node_factory):  # noqa: F811
+    app, client = node_factory()
+    app.config.update_timeout = 0.2
+    for fail in (False, True):
+        app.row_batcher = SlowBatcher(fail)
+        started = time.monotonic()
+        r = await client.put(object_url(app, f"o-{fail}"), b"x",
+                             {"X-Timestamp": ts(), **targets("127.0.0.2:6299", 0)})
+        assert r.status_code == 201 and time.monotonic() - started < 5
+    # and several targets at once: the one that never answers is kept pending
+    app.row_batcher = SlowBatcher()
+    r = await client.put(object_url(app, "o-two"), b"x",
+                         {"X-Timestamp": ts(), "X-Container-Host": "127.0.0.2:6299,127.0.0.3:6299",
+                          "X-Container-Device": "d0,d0", "X-Container-Partition": "0"})
+    assert r.status_code == 201
+    pending = _list_pending(app.dev_path("d0"))
+    assert len(pending) == 3 and all(p.endswith("-object") for p in pending)
