@@ -185,6 +185,28 @@ class BrokerCache:
             entry.flushing = False
 
 
+async def _unconfirmed(targets: list, send, timeout: float) -> list:
+    """Send an update to every target (``send(target)`` is a coroutine that answers whether
+    the target confirmed); returns the targets that did not confirm within ``timeout``
+    (a failure, a False or no answer in time), their sends cancelled."""
+    if len(targets) == 1:
+        # the usual case (one container replica per object replica): awaited in the
+        # caller's task, without a task and a wait of its own
+        try:
+            async with asyncio.timeout(timeout):
+                return [] if await send(targets[0]) else targets
+        except Exception:  # noqa: BLE001 - a timeout or a failure: unconfirmed either way
+            return targets
+    tasks = [asyncio.ensure_future(send(t)) for t in targets]
+    done, _ = await asyncio.wait(tasks, timeout=timeout)
+    failed = [t for t, task in zip(targets, tasks)
+              if task not in done or task.exception() is not None or not task.result()]
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    return failed
+
+
 def _meta_headers(headers: dict, prefixes: tuple[str, ...]) -> dict:
     return {k: v for k, v in headers.items() if k.startswith(prefixes)}
 
@@ -758,22 +780,7 @@ class StorageNode:
             return (self._merge_local_row(t, req.account, req.container, row) if self._is_local(t)
                     else self.row_batcher.submit(t, req.account, req.container, row, timeout))
 
-        if len(targets) == 1:
-            # the usual case (one container replica per object replica): awaited in this
-            # task, without a task and a wait of its own
-            try:
-                async with asyncio.timeout(timeout):
-                    failed = [] if await send_row(targets[0]) else targets
-            except Exception:  # noqa: BLE001 - a timeout or a failure: kept pending either way
-                failed = targets
-        else:
-            tasks = [asyncio.ensure_future(send_row(t)) for t in targets]
-            done, _ = await asyncio.wait(tasks, timeout=timeout)
-            failed = [t for t, task in zip(targets, tasks)
-                      if task not in done or task.exception() is not None or not task.result()]
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+        failed = await _unconfirmed(targets, send_row, timeout)
         if failed:
             # a pending update is replayed as a plain one-row request by the updater
             headers = {"X-Backend-Server-Type": "container", "X-Timestamp": ts, **extra}
@@ -813,14 +820,9 @@ class StorageNode:
 
     async def _send_updates(self, device, hash_hex, ts, kind, method, path, headers, targets):
         timeout = self.config.update_timeout
-        tasks = [asyncio.ensure_future(send_update(self.client, t, method, path, headers,
-                                                    timeout)) for t in targets]
-        done, _ = await asyncio.wait(tasks, timeout=timeout)
-        failed = [t for t, task in zip(targets, tasks)
-                  if task not in done or task.exception() is not None or not task.result()]
-        for task in tasks:
-            if not task.done():
-                task.cancel()
+        failed = await _unconfirmed(
+            targets, lambda t: send_update(self.client, t, method, path, headers, timeout),
+            timeout)
         if failed:
             await self.run_blocking(write_pending, self.dev_path(device), hash_hex, ts, kind,
                                     method, path, headers, failed)
