@@ -709,13 +709,10 @@ class ObjectWriter:
             os.rename(self.tmp_path, target)
             changed = [datadir, *made]
         except FileNotFoundError:
-            try:
-                os.mkdir(datadir)  # a new object: usually only its hash directory is missing
-                changed = [datadir, os.path.dirname(datadir)]
-            except FileNotFoundError:
-                changed = [datadir] + make_dirs(datadir)
-            except FileExistsError:
-                changed = [datadir, os.path.dirname(datadir)]  # a concurrent writer made it
+            # a new object, or its directory was removed since the caller looked: when a
+            # concurrent writer made it (nothing made here), its entry may not be durable yet
+            _, made = ensure_datadir(datadir)
+            changed = [datadir, *(made or [os.path.dirname(datadir)])]
             os.rename(self.tmp_path, target)
         if durable:
             for directory in changed:  # and its name is durable before success is reported
